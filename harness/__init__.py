@@ -1,0 +1,69 @@
+"""contrastive-harness: a plugin-based benchmark harness for contrastive objectives.
+
+Public API::
+
+    from harness import hookimpl                       # for plugin authors
+    harness.create_loss("clip", temperature=0.07)      # -> torch.nn.Module
+    harness.create_encoder(...), harness.create_dataset(...), harness.create_evaluation(...)
+    harness.list_plugins()                             # -> list[dict]
+    harness.gap_metrics(image_emb, text_emb, seed=0)   # -> dict[str, float]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.hookspecs import hookimpl
+from harness.types import Skip
+
+__version__ = "0.1.0"
+__all__ = [
+    "hookimpl",
+    "Skip",
+    "create_loss",
+    "create_encoder",
+    "create_dataset",
+    "create_evaluation",
+    "list_plugins",
+    "gap_metrics",
+]
+
+
+def _create(kind: str, name: str, params: dict[str, Any]) -> Any:
+    from harness.registry import get_registry
+
+    return get_registry().create(kind, name, **params)
+
+
+def create_loss(name: str, **params: Any):
+    """Build the loss plugin ``name`` (a ``torch.nn.Module``) from keyword params."""
+    return _create("loss", name, params)
+
+
+def create_encoder(name: str, **params: Any):
+    """Build the encoder plugin ``name`` (a ``harness.types.Encoder``)."""
+    return _create("encoder", name, params)
+
+
+def create_dataset(name: str, **params: Any):
+    """Build the dataset plugin ``name`` (a ``harness.types.Dataset``)."""
+    return _create("dataset", name, params)
+
+
+def create_evaluation(name: str, **params: Any):
+    """Build the evaluation plugin ``name`` (a ``harness.types.Evaluation``)."""
+    return _create("evaluation", name, params)
+
+
+def list_plugins() -> list[dict[str, Any]]:
+    """Every plugin: dicts with keys kind, name, distribution, version, description, params."""
+    from harness.registry import get_registry
+
+    return get_registry().list()
+
+
+def gap_metrics(image_emb, text_emb, seed: int = 0, **kwargs: Any) -> dict[str, float]:
+    """Modality/contrastive gap metrics of paired embeddings; see ``harness.metrics.gap``."""
+    from harness.metrics.gap import gap_metrics as _gap_metrics
+
+    return _gap_metrics(image_emb, text_emb, seed=seed, **kwargs)

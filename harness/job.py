@@ -1,0 +1,72 @@
+"""The ``Job`` record: everything one train-and-evaluate run needs, as plain data.
+
+Its id is a stable short hash of what determines its numbers (plugin names and resolved params,
+train config, seed, evaluations), so re-running a suite finds the jobs it already finished.
+Labels, the suite name, what is saved and the resources do not change the numbers and are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params}
+
+
+@dataclass(frozen=True)
+class Job:
+    suite: str
+    objective: PluginSpec
+    encoder: PluginSpec
+    dataset: PluginSpec
+    train: dict[str, Any]
+    seed: int
+    evaluations: list[PluginSpec]
+    save: list[str] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "objective": self.objective.identity(),
+            "encoder": self.encoder.identity(),
+            "dataset": self.dataset.identity(),
+            "train": self.train,
+            "seed": self.seed,
+            "evaluations": [e.identity() for e in self.evaluations],
+        }
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=repr)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def display(self) -> str:
+        return f"{self.objective.display} | {self.encoder.display} | {self.dataset.display} | seed {self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["id"] = self.id
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Job":
+        d = {k: v for k, v in d.items() if k != "id"}
+        for key in ("objective", "encoder", "dataset"):
+            d[key] = PluginSpec(**d[key])
+        d["evaluations"] = [PluginSpec(**e) for e in d["evaluations"]]
+        return cls(**d)

@@ -1,0 +1,1 @@
+"""Metrics that are plain functions of embeddings, usable without the rest of the harness."""
