@@ -195,6 +195,7 @@ class EvalContext:
     pair_modality: str
     seed: int
     encode_texts_fn: Any = None  # Callable[[Sequence[str]], Tensor] (normalised) or None
+    no_text_reason: str = "the encoder has no text tower (same-modality control)"
 
     @property
     def has_text(self) -> bool:
@@ -203,7 +204,7 @@ class EvalContext:
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings (N, d) on CPU; raises Skip when the model has no text tower."""
         if not self.has_text:
-            raise Skip("the encoder has no text tower (same-modality control)")
+            raise Skip(self.no_text_reason)
         return self.encode_texts_fn(list(texts))
 
     def of_type(self, kind: type) -> list[EmbeddedSet]:

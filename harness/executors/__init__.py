@@ -1,0 +1,122 @@
+"""Run a suite's jobs through an executor and keep the store consistent.
+
+The driver decides what to run (resume: finished ``ok`` jobs are skipped, ``failed`` ones only with
+``--retry-failed``, everything with ``--force``), takes each job's lock, and commits each finished
+job directory as it ends. ``local`` runs jobs in this process; ``ray`` runs them as Ray tasks
+(imported only when asked for).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.job import Job
+from harness.store import Store
+
+
+@dataclass
+class Summary:
+    ok: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (job display, error)
+    skipped: list[str] = field(default_factory=list)  # already finished
+    busy: list[str] = field(default_factory=list)  # locked by, or finished by, another run
+    stamps: dict[str, int | None] = field(default_factory=dict, repr=False)  # result stamp at plan time
+
+    def print(self, out=sys.stderr) -> None:
+        print(
+            f"suite done: {len(self.ok)} ok, {len(self.failed)} failed, {len(self.skipped)} already finished, "
+            f"{len(self.busy)} running elsewhere",
+            file=out,
+        )
+        for display, error in self.failed:
+            print(f"  FAILED {display}: {error}", file=out)
+
+
+def plan(store: Store, jobs: list[Job], retry_failed: bool, force: bool, summary: Summary) -> list[Job]:
+    """The jobs to run now; the rest are recorded in ``summary``."""
+    todo = []
+    for job in jobs:
+        status = store.status(job.id)
+        if status == "ok" and not force:
+            summary.skipped.append(job.display)
+        elif status == "failed" and not (retry_failed or force):
+            error = (store.result(job.id) or {}).get("error") or "unknown error"
+            summary.failed.append((job.display, f"{error} (failed in an earlier run; --retry-failed re-runs it)"))
+        else:
+            summary.stamps[job.id] = store.stamp(job.id)
+            todo.append(job)
+    return todo
+
+
+def acquire(store: Store, job: Job, summary: Summary) -> bool:
+    """Take the job's lock; False (and noted as busy) when another run holds it or finished it since we planned."""
+    if not store.claim(job.id):
+        summary.busy.append(job.display)
+        return False
+    if store.stamp(job.id) != summary.stamps.get(job.id):
+        store.release(job.id)
+        summary.busy.append(job.display)
+        return False
+    return True
+
+
+def record(summary: Summary, job: Job, result: dict[str, Any]) -> None:
+    if result.get("status") == "ok":
+        summary.ok.append(job.display)
+    else:
+        summary.failed.append((job.display, result.get("error") or "unknown error"))
+
+
+def describe(result: dict[str, Any]) -> str:
+    """A short line of headline numbers for a finished job."""
+    if result.get("status") != "ok":
+        return f"failed: {result.get('error')}"
+    m = result.get("metrics", {})
+    parts = []
+    gap = m.get("gap", {})
+    if "centroid_distance" in gap:
+        parts.append(f"gap {gap['centroid_distance']:.3f}")
+    zs = m.get("zeroshot_classification", {})
+    tops = [v["top1"] for v in zs.values() if isinstance(v, dict) and "top1" in v]
+    if tops:
+        parts.append(f"zero-shot {sum(tops) / len(tops):.3f}")
+    parts.append(f"{result.get('env', {}).get('wall_time_s', 0):.0f}s")
+    return "ok: " + ", ".join(parts)
+
+
+def _sigterm_as_exit(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    raise SystemExit(128 + signum)
+
+
+def run_suite(suite, jobs: list[Job], out: str | Path = "runs", executor: str = "local", address: str | None = None,
+              retry_failed: bool = False, force: bool = False) -> Summary:
+    store = Store(out, suite.name)
+    store.cleanup()
+    summary = Summary()
+    todo = plan(store, jobs, retry_failed, force, summary)
+    print(f"suite {suite.name}: {len(jobs)} jobs, {len(todo)} to run, results in {store.dir}", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_exit) if _main_thread() else None
+    try:
+        if executor == "ray":
+            from harness.executors.ray_executor import run_ray
+
+            run_ray(store, todo, summary, address=address, resources=suite.resources.model_dump())
+        else:
+            from harness.executors.local import run_local
+
+            run_local(store, todo, summary)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    summary.print()
+    return summary
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

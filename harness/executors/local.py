@@ -1,0 +1,48 @@
+"""The default executor: jobs one after another in this process, with progress bars on a TTY."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+from tqdm.auto import tqdm
+
+from harness.executors import Summary, acquire, describe, record
+from harness.job import Job
+from harness.runner import run_job
+from harness.store import Store
+
+
+def run_local(store: Store, jobs: list[Job], summary: Summary) -> None:
+    quiet = not sys.stderr.isatty()
+    suite_bar = tqdm(total=len(jobs), desc="suite", unit="job", position=0, disable=quiet)
+    try:
+        for n, job in enumerate(jobs, 1):
+            if not acquire(store, job, summary):
+                suite_bar.update(1)
+                continue
+            tmp = None
+            try:
+                tmp = store.new_tmp(job.id)
+                job_bar = tqdm(desc=job.objective.display[:30], unit="step", position=1, leave=False, disable=quiet)
+
+                def progress(state, bar=job_bar):
+                    bar.total = state.total
+                    bar.update(state.step - bar.n)
+                    bar.set_postfix(loss=f"{state.loss:.3f}", sps=f"{state.samples_per_s:.0f}", refresh=False)
+
+                try:
+                    result = run_job(job, tmp, progress=progress)
+                finally:
+                    job_bar.close()
+                store.commit(job.id, tmp)
+                tmp = None
+                record(summary, job, result)
+                tqdm.write(f"[{n}/{len(jobs)}] {job.id} {job.display}: {describe(result)}", file=sys.stderr)
+            finally:
+                if tmp is not None:  # interrupted mid-job: leave nothing that looks finished
+                    shutil.rmtree(tmp, ignore_errors=True)
+                store.release(job.id)
+                suite_bar.update(1)
+    finally:
+        suite_bar.close()
