@@ -1,0 +1,143 @@
+"""index.html: a standalone page (inline CSS and JS, plots as base64 PNG data URIs, no network).
+
+Every string from a plugin, a suite or a result goes through ``html.escape``. As a second line of
+defence the page's Content-Security-Policy allows only its own inline script and style (by hash)
+and ``data:`` images, so nothing is fetched and an injected ``<script>`` would not run.
+Tables sort by clicking a header (numeric on each cell's ``data-value``, else text; click again to
+reverse; cells without a value stay last).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from html import escape as e
+from pathlib import Path
+
+from harness.leaderboard.aggregate import MAIN_SCORE_RULES, SIGNIFICANCE_METHOD
+from harness.leaderboard.load import RunStore
+from harness.leaderboard.markdown import failures, skipped
+from harness.leaderboard.plots import Plot
+from harness.leaderboard.tables import Section, Table
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; } h3 { font-size: 1.05em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f4f4f4; cursor: pointer; user-select: none; white-space: normal; min-width: 4em; }
+thead th[aria-sort="ascending"]::after { content: " \\25B2"; }
+thead th[aria-sort="descending"]::after { content: " \\25BC"; }
+td.best { font-weight: bold; }
+.meta dt { font-weight: bold; float: left; clear: left; width: 11em; } .meta dd { margin-left: 12em; }
+.scroll { overflow-x: auto; } img { max-width: 100%; } .note { color: #555; }
+""".strip()
+
+JS = """
+(function () {
+  function key(cell) {
+    var v = cell.getAttribute('data-value');
+    return v === null || v === '' ? null : parseFloat(v);
+  }
+  function sortBy(table, th, col) {
+    var asc = th.getAttribute('aria-sort') !== 'ascending';
+    table.querySelectorAll('thead th').forEach(function (h) { h.removeAttribute('aria-sort'); });
+    th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var ca = a.cells[col], cb = b.cells[col];
+      var ka = key(ca), kb = key(cb), d;
+      if (ka !== null && kb !== null) { d = ka - kb; }
+      else if (ka !== null || kb !== null) { return ka === null ? 1 : -1; }
+      else { d = ca.textContent.localeCompare(cb.textContent); }
+      return asc ? d : -d;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+  document.querySelectorAll('table.sortable').forEach(function (table) {
+    table.querySelectorAll('thead th').forEach(function (th, col) {
+      th.tabIndex = 0;
+      th.addEventListener('click', function () { sortBy(table, th, col); });
+      th.addEventListener('keydown', function (ev) { if (ev.key === 'Enter') { sortBy(table, th, col); } });
+    });
+  });
+})();
+""".strip()
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def render_table(table: Table) -> str:
+    head = "".join(f'<th scope="col">{e(h)}</th>' for h in table.headers)
+    body = []
+    for row in table.rows:
+        cells = []
+        for c in row:
+            value = "" if c.value is None else f' data-value="{c.value!r}"'
+            cls = ' class="best"' if c.bold else ""
+            cells.append(f"<td{cls}{value}>{e(c.text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _image(out: Path, plot: Plot) -> str:
+    data = base64.b64encode((out / plot.file).read_bytes()).decode()
+    return f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}"><figcaption class="note">{e(plot.caption)}</figcaption></figure>'
+
+
+def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: list[Plot], out: Path) -> str:
+    parts = [f"<h1>Leaderboard: {e(store.suite)}</h1>", '<dl class="meta">']
+    parts += [f"<dt>{e(k)}</dt><dd>{f'<code>{e(v)}</code>' if k == 'command' else e(v)}</dd>" for k, v in prov]
+    parts.append("</dl>")
+    rules = "; else ".join(f"{e(desc)} (<code>{e(p)}.*.{e(leaf)}</code>)" for p, leaf, desc in MAIN_SCORE_RULES)
+    parts.append(f"<p><strong>Main score</strong> (rows are sorted by it, descending): {rules}. Cells are mean ± std "
+                 "(sample std) over the seeds that finished; failed jobs are listed below and never averaged in. "
+                 "Bold: the best mean of a column with a direction (↑ higher is better, ↓ lower is better). "
+                 "Click a column header to sort.</p>")
+    parts.append(f"<p><strong>Significance</strong>: {e(SIGNIFICANCE_METHOD)}.</p>")
+    for sec in secs:
+        parts.append(f"<h2>{e(sec.dataset)} · {e(sec.encoder)}</h2>")
+        desc = sec.main_score.description if sec.main_score else "none (no zero-shot, retrieval or linear-probe metric)"
+        parts.append(f'<p class="note">Main score: {e(desc)}.</p>')
+        for table in sec.tables:
+            parts += [f"<h3>{e(table.title)}</h3>", render_table(table)]
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for p in plots:
+            parts += [f"<h3>{e(p.title)}</h3>", _image(out, p)]
+    fails = failures(store)
+    parts.append(f"<h2>Failed jobs ({len(fails)})</h2>")
+    if fails:
+        head = "".join(f"<th>{h}</th>" for h in ("objective", "encoder", "dataset", "seed", "error"))
+        rows = "".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in fails)
+        parts.append(f'<div class="scroll"><table class="sortable failed"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
+    else:
+        parts.append("<p>None.</p>")
+    skips = skipped(store)
+    if skips:
+        parts.append("<h2>Skipped evaluations</h2><ul>")
+        parts += [f"<li>{e(ev)} ({n} job{'s' if n != 1 else ''}): {e(reason)}</li>" for ev, reason, n in skips]
+        parts.append("</ul>")
+    csp = f"default-src 'none'; img-src data:; style-src {_sha256(CSS)}; script-src {_sha256(JS)}"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Leaderboard: {e(store.suite)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        *parts,
+        f"<script>{JS}</script>",
+        "</body>",
+        "</html>",
+        "",
+    ])
