@@ -1,13 +1,23 @@
 """The ``harness`` command line.
 
-Bad input is one line on stderr and exit code 2 (``HarnessError``); a failed job is exit code 1.
+Exit codes: 0 success; 1 a job failed, or an internal error; 2 bad input; 130 interrupted.
+
+- Bad input (``HarnessError``: suite file, plugin names, params) is one line on stderr, exit 2.
+- Any other exception is a bug in the harness or in a plugin, not the user's input: it is not
+  swallowed, but a user never sees a bare traceback either. One line on stderr names the error
+  and the log file that holds the full traceback; exit 1. ``HARNESS_DEBUG=1`` re-raises instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 from typing import Sequence
 
 from harness.errors import HarnessError
@@ -92,22 +102,45 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness import __version__
+
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Benchmark contrastive objectives: train two-tower models from a suite grid and measure the "
         "modality/contrastive gap and downstream tasks.",
+        epilog="Exit codes: 0 ok, 1 a job failed or internal error (traceback in a log file), 2 bad input. "
+        "Environment: HARNESS_LOAD_PLUGINS=dist1,dist2 limits third-party plugins (empty: none); "
+        "HARNESS_DEBUG=1 shows tracebacks.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plugins", help="list every loss, encoder, dataset and evaluation plugin")
+    def add(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".")
+
+    p = add(
+        "plugins",
+        "list every loss, encoder, dataset and evaluation plugin",
+        "List every plugin (kind, name, distribution, version, description, params with defaults). "
+        "Plugins that fail to load are reported on stderr.",
+    )
     p.add_argument("--json", action="store_true", help="print list_plugins() as JSON (load errors go to stderr)")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("validate", help="check a suite file and print its grid of jobs")
+    p = add(
+        "validate",
+        "check a suite file and print its grid of jobs",
+        "Check a suite file (fields, plugin names, params) without training; print the number of jobs "
+        "and one line per job (id, objective, encoder, dataset, seed). Exit 2 with one line on a bad suite.",
+    )
     p.add_argument("suite", help="path to a suite YAML file")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("run", help="train and evaluate every job of a suite (resumable)")
+    p = add(
+        "run",
+        "train and evaluate every job of a suite (resumable)",
+        "Validate a suite, then train and evaluate each job; finished jobs are skipped on re-runs.",
+    )
     p.add_argument("suite", help="path to a suite YAML file")
     p.add_argument("--out", default="runs", help="results root; jobs go to OUT/<suite>/<job-id>/ (default: runs)")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="in-process (default) or Ray tasks")
@@ -116,17 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run every job, finished ones included")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("evaluate", help="re-run evaluations from saved embeddings, without retraining")
+    p = add("evaluate", "re-run evaluations from saved embeddings, without retraining")
     p.add_argument("runs_dir", help="a suite's results directory (runs/<suite>) or one job's directory")
     p.add_argument("--evaluation", action="append", default=None, help="only this evaluation (repeatable)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("leaderboard", help="aggregate results into Markdown, HTML and CSV tables")
+    p = add("leaderboard", "aggregate results into Markdown, HTML and CSV tables")
     p.add_argument("runs_dir", help="a results directory, e.g. runs/gap")
     p.add_argument("--out", default=None, help="output directory (default: leaderboard/<suite name>)")
     p.add_argument("--format", default="md,html,csv", help="comma list of md, html, csv (default: all)")
     p.set_defaults(func=cmd_leaderboard)
     return parser
+
+
+def _write_crash_log(command: str) -> Path:
+    """The current exception's traceback in a fresh file under the temp directory."""
+    fd, name = tempfile.mkstemp(prefix=f"harness-{command}-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"harness {' '.join(sys.argv[1:])}\n\n")
+        f.write(traceback.format_exc())
+    return Path(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,11 +177,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `harness plugins --json | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        from harness.registry import one_line
+
+        log = _write_crash_log(args.command)
+        print(
+            f"error: internal error in `harness {args.command}` ({one_line(exc)}); this is a bug in the harness "
+            f"or a plugin, not in your input; traceback: {log} (HARNESS_DEBUG=1 shows it here)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def _canonical(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=repr)
+
+
 @dataclass(frozen=True)
 class PluginSpec:
     name: str
@@ -25,6 +29,9 @@ class PluginSpec:
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params}
+
+    def __hash__(self) -> int:  # params is a dict: hash the record's canonical JSON instead
+        return hash(_canonical({**self.identity(), "label": self.label}))
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,11 @@ class Job:
 
     @property
     def id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=repr)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        """12 hex digits of the SHA-256 of the identity's canonical JSON (sorted keys, no spaces)."""
+        return hashlib.sha256(_canonical(self.identity()).encode()).hexdigest()[:12]
+
+    def __hash__(self) -> int:  # equal jobs have equal ids; the dict fields make the default hash fail
+        return hash(self.id)
 
     @property
     def display(self) -> str:

@@ -2,8 +2,9 @@
 
 Built-in plugins are modules registered through the very same four hooks a third party uses.
 Third-party plugins come from the ``harness`` entry-point group; ``HARNESS_LOAD_PLUGINS``
-(comma-separated distribution names, empty = none) limits which of them load. A plugin that fails
-to import, or whose hook raises, is reported in ``load_errors`` and the others still load.
+(comma-separated distribution names, compared in PEP 503 normal form; empty = none) limits which
+of them load. A plugin that fails to import, whose hook implementation does not match its spec,
+or whose hook raises, is reported in ``load_errors`` (one line each) and the others still load.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib
 import importlib.metadata as md
 import inspect
 import os
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,6 +41,29 @@ DISTRIBUTION = "contrastive-harness"
 REQUIRED = "<required>"
 
 
+def normalize_distribution(name: str) -> str:
+    """PEP 503 normal form, so ``harness_example_loss`` and ``Harness-Example-Loss`` match."""
+    return re.sub(r"[-_.]+", "-", name).lower().strip()
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for reports that must stay on one line."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _is_plain(value: Any) -> bool:
+    """JSON-native data (tuples allowed), i.e. what a job record can hold and hash stably."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
 def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -50,7 +76,7 @@ def _json_safe(value: Any) -> Any:
 
 @dataclass
 class PluginEntry:
-    """One registered plugin."""
+    """One registered plugin: its factory, where it came from, and its params read from the signature."""
 
     kind: str
     name: str
@@ -74,14 +100,27 @@ class PluginEntry:
             out[p.name] = REQUIRED if p.default is p.empty else _json_safe(p.default)
         return out
 
+    def _defaults(self) -> dict[str, Any]:
+        """The raw defaults (not made JSON-safe) of the params that have one."""
+        return {
+            p.name: p.default
+            for p in self.signature.parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is not p.empty
+        }
+
     def resolve(self, params: dict[str, Any] | None, where: str = "params") -> dict[str, Any]:
-        """The params with defaults filled in; unknown or missing names raise ``HarnessError``."""
+        """The params with defaults filled in and values coerced to their annotations.
+
+        Unknown or missing names and values of the wrong type raise ``HarnessError`` naming
+        ``where.<param>``. A value pydantic coerces (``1`` for a ``float``, ``"1e-3"`` as PyYAML
+        reads it) is stored coerced, so equal settings spelled differently resolve identically.
+        """
         params = dict(params or {})
         known = self.params
         if not self.accepts_any:
-            unknown = sorted(set(params) - set(known))
+            unknown = sorted(set(params) - set(known), key=str)
             if unknown:
-                hint = _suggest(unknown[0], list(known))
+                hint = _suggest(str(unknown[0]), list(known))
                 listing = ", ".join(known) or "none"
                 raise HarnessError(
                     f"{where}.{unknown[0]}: {self.kind} {self.name!r} has no parameter {unknown[0]!r}"
@@ -90,31 +129,46 @@ class PluginEntry:
         missing = [k for k, v in known.items() if v == REQUIRED and k not in params]
         if missing:
             raise HarnessError(f"{where}.{missing[0]}: required by {self.kind} {self.name!r}")
-        resolved = {k: v for k, v in known.items() if v != REQUIRED}
+        resolved = self._defaults()
         resolved.update(params)
-        self._check_types(resolved, where)
-        return resolved
+        return self._check_types(resolved, list(params), where)
 
-    def _check_types(self, params: dict[str, Any], where: str) -> None:
-        """Check values against the factory's annotations (pydantic, lax mode) where it has them."""
+    def _hints(self) -> dict[str, Any]:
+        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
+        try:
+            return typing.get_type_hints(target)
+        except Exception:  # unresolvable annotations: no type check, the factory still validates
+            return {}
+
+    def _check_types(self, params: dict[str, Any], given: list[str], where: str) -> dict[str, Any]:
+        """Validate the given values against the factory's annotations (pydantic, lax mode).
+
+        Booleans are only accepted where the annotation admits a bool (pydantic would turn
+        ``true`` into ``1`` for an ``int``). Defaults are trusted as written.
+        """
         import pydantic
 
-        try:
-            hints = inspect.get_annotations(self.factory, eval_str=True) if inspect.isfunction(self.factory) \
-                else inspect.get_annotations(self.factory.__init__, eval_str=True)
-        except Exception:  # unresolvable annotations: no type check, the factory still validates
-            return
-        for key, value in params.items():
-            ann = hints.get(key)
+        hints = self._hints()
+        out = dict(params)
+        for key in given:  # in the suite's order: the first bad value is the one reported
+            ann, value = hints.get(key), params[key]
             if ann is None or value is None:
                 continue
             try:
-                pydantic.TypeAdapter(ann).validate_python(value)
-            except pydantic.ValidationError as exc:
-                msg = exc.errors()[0]["msg"]
-                raise HarnessError(f"{where}.{key}: {msg} (got {value!r})") from None
-            except Exception:  # annotation pydantic cannot handle: skip the check
+                adapter = pydantic.TypeAdapter(ann)
+            except Exception:  # an annotation pydantic cannot handle: skip the check
                 continue
+            try:
+                coerced = adapter.validate_python(value, strict=True if isinstance(value, bool) else None)
+            except pydantic.ValidationError as exc:
+                err = exc.errors()[0]
+                sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+                raise HarnessError(f"{where}.{key}{sub}: {err['msg']} (got {_short(value)})") from None
+            except Exception:
+                continue
+            if _is_plain(coerced):
+                out[key] = coerced
+        return out
 
     def create(self, **params: Any) -> Any:
         return self.factory(**params)
@@ -130,6 +184,11 @@ class PluginEntry:
         }
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -143,12 +202,17 @@ def _first_doc_line(obj: Any) -> str:
 def _version_of(distribution: str) -> str:
     try:
         return md.version(distribution)
-    except md.PackageNotFoundError:
+    except (md.PackageNotFoundError, ValueError):
         return "unknown"
 
 
 class Registry:
-    """Plugins by kind and name, collected once from the plugin manager."""
+    """Plugins by kind and name, collected once from the plugin manager.
+
+    ``load_errors`` holds one line per plugin that could not load (import error, invalid hook
+    implementation, hook that raised); the other plugins are unaffected. Two plugins registering
+    the same kind and name raise ``PluginConflict`` naming both distributions.
+    """
 
     def __init__(self, load_entrypoints: bool = True, extra_plugins: list[tuple[object, str]] | None = None):
         self.pm = pluggy.PluginManager("harness")
@@ -156,71 +220,103 @@ class Registry:
         self.load_errors: list[str] = []
         self._distribution: dict[str, str] = {}  # pluggy plugin name -> distribution
         for modname in BUILTIN_MODULES:
-            self._add(importlib.import_module(modname), modname, DISTRIBUTION)
+            try:
+                module = importlib.import_module(modname)
+            except Exception as exc:
+                self.load_errors.append(f"plugin {DISTRIBUTION} ({modname}) failed to load: {one_line(exc)}")
+                continue
+            self._add(module, modname, DISTRIBUTION, modname)
         if load_entrypoints:
             self._load_entrypoints()
         for obj, dist in extra_plugins or []:
-            self._add(obj, f"{dist}:{getattr(obj, '__name__', id(obj))}", dist)
+            self._add(obj, f"{dist}:{getattr(obj, '__name__', id(obj))}", dist, repr(obj))
         self.plugins: dict[str, dict[str, PluginEntry]] = {k: {} for k in KINDS}
         self._collect()
 
-    def _add(self, obj: object, name: str, distribution: str) -> None:
-        self.pm.register(obj, name=name)
+    def _add(self, obj: object, name: str, distribution: str, what: str) -> None:
+        """Register ``obj`` with pluggy; an invalid hook implementation is a load error, not a crash."""
+        if self.pm.is_registered(obj):  # e.g. two entry points naming the same module
+            return
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:  # pluggy.PluginValidationError: a hookimpl that does not match its spec
+            self.load_errors.append(f"plugin {distribution} ({what}) failed to load: {one_line(exc)}")
+            return
         self._distribution[name] = distribution
+        if not self.pm.get_hookcallers(obj):
+            self.load_errors.append(
+                f"plugin {distribution} ({what}) implements no harness hook; decorate its "
+                f"harness_register_* functions with @harness.hookimpl"
+            )
 
     def _load_entrypoints(self) -> None:
+        """Third-party plugins: the ``harness`` entry-point group, limited by ``HARNESS_LOAD_PLUGINS``."""
         wanted = os.environ.get("HARNESS_LOAD_PLUGINS")
-        allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+        allowed = None if wanted is None else {normalize_distribution(w) for w in wanted.split(",") if w.strip()}
         seen = set()
         for ep in md.entry_points(group="harness"):
             dist = ep.dist.name if ep.dist is not None else ep.name
-            if allowed is not None and dist not in allowed:
+            if normalize_distribution(dist) == DISTRIBUTION:  # our own built-ins are registered above
                 continue
-            if (dist, ep.name) in seen or self.pm.has_plugin(f"{dist}:{ep.name}"):
+            if allowed is not None and normalize_distribution(dist) not in allowed:
                 continue
-            seen.add((dist, ep.name))
+            key = (normalize_distribution(dist), ep.name)
+            if key in seen:  # the same distribution found twice on sys.path: the first one wins
+                continue
+            seen.add(key)
             try:
                 obj = ep.load()
             except Exception as exc:  # one broken plugin must not take the others down
-                self.load_errors.append(f"plugin {dist} ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
+                self.load_errors.append(f"plugin {dist} ({ep.value}) failed to load: {one_line(exc)}")
                 continue
-            self._add(obj, f"{dist}:{ep.name}", dist)
+            self._add(obj, f"{dist}:{ep.name}", dist, ep.value)
+        for name in sorted((allowed or set()) - {d for d, _ in seen} - {DISTRIBUTION}):
+            self.load_errors.append(
+                f"HARNESS_LOAD_PLUGINS names {name!r}, but no installed distribution of that name has "
+                f"'harness' entry points"
+            )
 
     def _collect(self) -> None:
+        """Call every plugin's hooks, in registration order (built-ins first)."""
         for kind in KINDS:
             caller = getattr(self.pm.hook, HOOKS[kind])
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():
+                if impl.hookwrapper or getattr(impl, "wrapper", False):
+                    continue
                 dist = self._distribution.get(impl.plugin_name, impl.plugin_name)
+                register = self._register_fn(kind, dist)
                 try:
-                    impl.function(register=self._register_fn(kind, dist))
+                    impl.function(**{arg: register for arg in impl.argnames})
                 except PluginConflict:
                     raise
                 except Exception as exc:
-                    self.load_errors.append(
-                        f"plugin {dist} failed in {HOOKS[kind]}: {type(exc).__name__}: {exc}"
-                    )
+                    self.load_errors.append(f"plugin {dist} failed in {HOOKS[kind]}: {one_line(exc)}")
 
     def _register_fn(self, kind: str, dist: str) -> Callable[..., None]:
         version = _version_of(dist)
 
         def register(name: str, factory: Callable[..., Any], description: str | None = None) -> None:
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str) or not name.strip():
                 raise ValueError(f"{kind} plugin names must be non-empty strings, got {name!r}")
+            if not callable(factory):
+                raise ValueError(f"{kind} plugin {name!r}: factory must be callable, got {factory!r}")
+            if description is not None and not isinstance(description, str):
+                raise ValueError(f"{kind} plugin {name!r}: description must be a string, got {description!r}")
+            try:
+                sig = inspect.signature(factory)  # for a class: its __init__ without self
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{kind} plugin {name!r}: cannot read the factory's signature: {exc}") from None
             existing = self.plugins[kind].get(name)
             if existing is not None:
                 raise PluginConflict(
                     f"{kind} plugin {name!r} is registered twice: by {existing.distribution} and by {dist}; "
                     f"uninstall one or limit HARNESS_LOAD_PLUGINS"
                 )
-            target = factory.__init__ if inspect.isclass(factory) else factory
-            sig = inspect.signature(target)
-            if inspect.isclass(factory):
-                sig = sig.replace(parameters=list(sig.parameters.values())[1:])  # drop self
             self.plugins[kind][name] = PluginEntry(
                 kind=kind,
                 name=name,
                 factory=factory,
-                description=description or _first_doc_line(factory),
+                description=(description.strip().splitlines() or [""])[0] if description else _first_doc_line(factory),
                 distribution=dist,
                 version=version,
                 signature=sig,
@@ -245,6 +341,7 @@ class Registry:
         return entry.create(**entry.resolve(params, where=f"{kind} {name!r} params"))
 
     def list(self) -> list[dict[str, Any]]:
+        """Every plugin as a JSON-safe dict, by kind then name."""
         return [e.as_dict() for kind in KINDS for e in sorted(self.plugins[kind].values(), key=lambda e: e.name)]
 
 

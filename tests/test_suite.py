@@ -1,0 +1,183 @@
+"""Suite files: parsing, defaults, grid expansion, labels, and stable job ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import yaml
+
+from conftest import GOOD_SUITE
+from harness.errors import HarnessError
+from harness.job import Job, PluginSpec
+from harness.suite import DEFAULT_EVALUATIONS, TrainConfig, default_label, expand, load_suite, parse_suite
+
+
+def _jobs(text: str, write_suite) -> list[Job]:
+    path = write_suite(text)
+    return expand(load_suite(path), source=str(path))
+
+
+def _ids(text: str, write_suite) -> list[str]:
+    return [j.id for j in _jobs(text, write_suite)]
+
+
+def _variant(**changes: str) -> str:
+    """GOOD_SUITE with some top-level lines replaced (key -> new YAML for that key)."""
+    lines = GOOD_SUITE.splitlines()
+    out, skip = [], False
+    for line in lines:
+        key = line.split(":", 1)[0]
+        if not line.startswith(" ") and key in changes:
+            out.append(f"{key}: {changes.pop(key)}")
+            skip = True
+            continue
+        if skip and line.startswith(" "):
+            continue
+        skip = False
+        out.append(line)
+    out += [f"{k}: {v}" for k, v in changes.items()]
+    return "\n".join(out) + "\n"
+
+
+# --- good suites ---------------------------------------------------------------------------------
+
+
+def test_good_suite_expands_to_the_grid(fake_registry, write_suite):
+    jobs = _jobs(GOOD_SUITE, write_suite)
+    assert len(jobs) == 2 * 1 * 1 * 2  # objectives x encoders x datasets x seeds
+    assert [(j.objective.name, j.seed) for j in jobs] == [("fake_clip", 0), ("fake_clip", 1), ("fake_cua", 0), ("fake_cua", 1)]
+    job = jobs[2]
+    assert job.suite == "mini"
+    # string and dict forms, a single encoder as a string and a single dataset as a mapping
+    assert job.objective == PluginSpec("fake_cua", {"uniformity_weight": 2.0, "alignment_weight": 1.0,
+                                                    "temperature": 0.07, "reduction": "sum"},
+                                       label="fake_cua(uniformity_weight=2.0)")
+    assert job.encoder == PluginSpec("fake_tower", {"dim": 8, "arch": "tiny", "pretrained": False}, label="fake_tower")
+    assert job.dataset == PluginSpec("fake_shapes", {"n": 8, "tags": (), "noise": 0.0}, label="fake_shapes(n=8)")
+    assert job.evaluations == [PluginSpec("fake_gap", {"k": 1}, label="fake_gap")]
+    assert isinstance(job.objective.params["uniformity_weight"], float)  # coerced to the annotation
+    # defaults filled in
+    assert job.train == TrainConfig(steps=3, batch_size=4).model_dump()
+    assert job.train["lr"] == 5e-4 and job.train["betas"] == (0.9, 0.98) and job.train["epochs"] is None
+    assert job.save == [] and job.resources == {"gpus_per_job": 0.0, "cpus_per_job": 1}
+
+
+def test_model_defaults_without_a_registry():
+    suite = parse_suite(yaml.safe_load("name: s\nobjectives: a\nencoders: b\ndatasets: c\ntrain: {epochs: 2}\n"))
+    assert [o.name for o in suite.objectives] == ["a"] and suite.objectives[0].params == {}
+    assert suite.seeds == [0]
+    assert [e.name for e in suite.evaluations] == DEFAULT_EVALUATIONS
+    assert suite.save == [] and suite.resources.gpus_per_job == 0 and suite.resources.cpus_per_job == 1
+    assert suite.train.steps is None and suite.train.epochs == 2.0 and suite.train.batch_size == 128
+    assert suite.train.device == "auto" and suite.train.precision is None
+
+
+def test_single_seed_and_yaml_1e_notation_are_accepted():
+    suite = parse_suite(yaml.safe_load("name: s\nobjectives: a\nencoders: b\ndatasets: c\nseeds: 7\n"
+                                       "train: {steps: 1, lr: 1e-4}\n"))  # PyYAML reads 1e-4 as a string
+    assert suite.seeds == [7] and suite.train.lr == 1e-4
+
+
+def test_objective_train_override_replaces_the_budget(fake_registry, write_suite):
+    text = _variant(objectives="[{name: fake_clip, label: untrained, train: {steps: 0}}, fake_cua]",
+                    train="{epochs: 2, batch_size: 4}")
+    untrained, trained = _jobs(text, write_suite)[::2]
+    assert untrained.objective.label == "untrained"
+    assert (untrained.train["steps"], untrained.train["epochs"]) == (0, None)
+    assert (trained.train["steps"], trained.train["epochs"]) == (None, 2.0)
+    assert untrained.train["batch_size"] == trained.train["batch_size"] == 4  # the rest is inherited
+
+
+def test_labels_default_to_name_plus_non_default_params(fake_registry, write_suite):
+    text = _variant(objectives="[{name: fake_clip, params: {temperature: 0.07}}, "
+                               "{name: fake_cua, params: {temperature: 0.01, uniformity_weight: 1}}, "
+                               "{name: fake_cua, label: mine, params: {alignment_weight: 3}}]")
+    labels = [j.objective.label for j in _jobs(text, write_suite)[::2]]
+    assert labels == ["fake_clip", "fake_cua(temperature=0.01)", "mine"]
+    assert default_label("x", {"b": 2, "a": 1}, {"a": 1, "b": 1}) == "x(b=2)"
+    assert default_label("x", {"b": 2, "a": 0}, {}) == "x(a=0,b=2)"  # sorted, unknown defaults count as changed
+
+
+# --- job ids -------------------------------------------------------------------------------------
+
+
+def test_job_id_is_a_stable_hash_of_the_record():
+    """Pinned value: changing how ids are computed orphans every finished run, so it must be deliberate."""
+    job = Job(suite="s", objective=PluginSpec("a", {"t": 0.5}), encoder=PluginSpec("e"), dataset=PluginSpec("d"),
+              train={"steps": 1}, seed=3, evaluations=[PluginSpec("g", {"k": 1})])
+    identity = {"objective": {"name": "a", "params": {"t": 0.5}}, "encoder": {"name": "e", "params": {}},
+                "dataset": {"name": "d", "params": {}}, "train": {"steps": 1}, "seed": 3,
+                "evaluations": [{"name": "g", "params": {"k": 1}}]}
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    assert job.id == hashlib.sha256(blob.encode()).hexdigest()[:12] == "eb6f234511aa"
+    copy = Job.from_dict(json.loads(json.dumps(job.to_dict())))
+    assert copy.id == job.id and copy == job
+    assert len({job, copy}) == 1 and len({job.objective, copy.objective, PluginSpec("a", {"t": 0.25})}) == 2
+
+
+def test_ids_are_stable_and_ignore_labels_name_save_resources(fake_registry, write_suite):
+    base = _ids(GOOD_SUITE, write_suite)
+    assert len(set(base)) == len(base) == 4
+    assert _ids(GOOD_SUITE, write_suite) == base
+    same = _variant(name="other-name", objectives="[{name: fake_clip, label: c}, {name: fake_cua, label: u, "
+                    "params: {uniformity_weight: 2.0, temperature: 0.07}}]",
+                    save="[checkpoint]", resources="{gpus_per_job: 1}")
+    assert _ids(same, write_suite) == base  # 2 vs 2.0 and an explicit default resolve identically
+    spelled = _variant(objectives="[fake_clip, {name: fake_cua, params: {uniformity_weight: 2e0}}]")
+    assert _ids(spelled, write_suite) == base  # PyYAML's "2e0" string, coerced to 2.0
+    for job in _jobs(GOOD_SUITE, write_suite):
+        assert Job.from_dict(json.loads(json.dumps(job.to_dict()))).id == job.id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"objectives": "[fake_clip, {name: fake_cua, params: {uniformity_weight: 3}}]"},  # a loss param
+        {"encoders": "{name: fake_tower, params: {dim: 16}}"},  # an encoder param
+        {"datasets": "{name: fake_shapes, params: {n: 9}}"},  # a dataset param
+        {"train": "{steps: 3, batch_size: 8}"},  # the train config
+        {"evaluations": "[fake_gap, fake_probe]"},  # the evaluations
+        {"evaluations": "[{name: fake_gap, params: {k: 2}}]"},  # an evaluation param
+    ],
+)
+def test_ids_change_when_anything_that_determines_the_numbers_changes(fake_registry, write_suite, change):
+    base = _ids(GOOD_SUITE, write_suite)
+    changed = _ids(_variant(**change), write_suite)
+    if "objectives" in change:
+        assert changed[:2] == base[:2] and not set(changed[2:]) & set(base)  # only the fake_cua rows moved
+    else:
+        assert not set(changed) & set(base)
+
+
+def test_ids_change_with_the_seed(fake_registry, write_suite):
+    base = _ids(GOOD_SUITE, write_suite)
+    ids = _ids(_variant(seeds="[1, 2]"), write_suite)
+    assert ids[0] == base[1] and ids[2] == base[3]  # seed 1 is the same job as before
+    assert ids[1] not in base and ids[3] not in base  # seed 2 is new
+
+
+# --- errors without the CLI ----------------------------------------------------------------------
+
+
+def test_parse_suite_errors_name_the_source_and_the_field():
+    data = yaml.safe_load("name: s\nobjectives: a\nencoders: b\ndatasets: c\ntrain: {steps: 1, warmup: -2}\n")
+    with pytest.raises(HarnessError) as info:
+        parse_suite(data, source="x.yaml")
+    assert str(info.value) == "x.yaml: train.warmup: Input should be greater than or equal to 0 (got -2)"
+
+
+def test_expand_errors_name_the_source(fake_registry):
+    suite = parse_suite(yaml.safe_load("name: s\nobjectives: fake_clip\nencoders: fake_towr\ndatasets: fake_shapes\n"
+                                       "evaluations: [fake_gap]\ntrain: {steps: 1}\n"))
+    with pytest.raises(HarnessError, match=r"^mem: encoders\[0\]\.name: unknown encoder 'fake_towr' "
+                                           r"\(did you mean 'fake_tower'\?\)"):
+        expand(suite, source="mem")
+
+
+def test_long_values_are_shortened_in_messages():
+    data = yaml.safe_load("name: s\nobjectives: a\nencoders: b\ndatasets: c\ntrain: {steps: 1, device: " + "x" * 500 + "}\n")
+    with pytest.raises(HarnessError) as info:
+        parse_suite(data, source="x.yaml")
+    assert len(str(info.value)) < 200 and str(info.value).endswith("xxx...)")
