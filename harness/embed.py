@@ -47,8 +47,12 @@ def embed_sets(encoder, sets: list[EvalSet], device, batch_size: int, precision:
     """Each set's images once; for retrieval sets also the pair side (captions, or the second view)."""
     encoder.model.eval()
     embedded = []
+    by_identity: dict[int, torch.Tensor] = {}  # sets that share one image array are embedded once
     for record in sets:
-        image_emb = embed_images(encoder, record.images, device, batch_size, precision)
+        key = id(record.images)
+        if key not in by_identity:
+            by_identity[key] = embed_images(encoder, record.images, device, batch_size, precision)
+        image_emb = by_identity[key]
         pair_emb = pair_index = None
         if isinstance(record, RetrievalSet):
             if encoder.pair_modality == "text":
