@@ -26,6 +26,7 @@ __all__ = [
     "create_evaluation",
     "list_plugins",
     "gap_metrics",
+    "gather_features",
 ]
 
 
@@ -67,3 +68,10 @@ def gap_metrics(image_emb, text_emb, seed: int = 0, **kwargs: Any) -> dict[str, 
     from harness.metrics.gap import gap_metrics as _gap_metrics
 
     return _gap_metrics(image_emb, text_emb, seed=seed, **kwargs)
+
+
+def gather_features(image_features, text_features):
+    """All ranks' features (the local shard keeps its gradients); a no-op outside torch.distributed."""
+    from harness.builtin.losses.distributed import gather_features as _gather
+
+    return _gather(image_features, text_features)

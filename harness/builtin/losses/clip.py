@@ -1,0 +1,92 @@
+"""``clip``: the symmetric InfoNCE loss of CLIP, and the temperature every scaled loss shares.
+
+Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (2021);
+as ``open_clip.loss.ClipLoss``. With unit-norm image embeddings x_i, text embeddings y_i and
+s = exp(logit_scale) = 1 / temperature (clamped at 100)::
+
+    logits = s * X Y^T
+    loss   = (CE(logits, I) + CE(logits^T, I)) / 2
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.builtin.losses.terms import full_precision, prepare_features
+
+MAX_SCALE = 100.0
+MAX_LOGIT_SCALE = math.log(MAX_SCALE)
+
+
+def check_temperature(temperature: float, name: str = "temperature") -> float:
+    """The initial temperature: a finite number with 1/temperature <= 100, else ``ValueError``."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
+        raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
+    if temperature <= 0:
+        raise ValueError(f"{name} must be > 0, got {temperature!r}")
+    if 1.0 / temperature > MAX_SCALE * (1 + 1e-9):
+        raise ValueError(
+            f"{name} must be >= {1 / MAX_SCALE} (the logit scale 1/temperature is clamped at {MAX_SCALE:g}), "
+            f"got {temperature!r}"
+        )
+    return float(temperature)
+
+
+def check_flag(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def scalar_state(module: nn.Module, name: str, value: float, learnable: bool) -> None:
+    """Register a float32 scalar on ``module``: an ``nn.Parameter`` if learnable, else a buffer.
+
+    Either way it is in ``state_dict`` and follows ``module.to(device)``.
+    """
+    tensor = torch.tensor(value, dtype=torch.float32)
+    if learnable:
+        module.register_parameter(name, nn.Parameter(tensor))
+    else:
+        module.register_buffer(name, tensor)
+
+
+class TemperatureLoss(nn.Module):
+    """Base of the losses with a temperature: owns ``logit_scale`` = log(1 / temperature)."""
+
+    def __init__(self, temperature: float, learnable_temperature: bool) -> None:
+        super().__init__()
+        temperature = check_temperature(temperature)
+        self.learnable_temperature = check_flag("learnable_temperature", learnable_temperature)
+        scalar_state(self, "logit_scale", math.log(1.0 / temperature), self.learnable_temperature)
+
+    def scale(self) -> Tensor:
+        """s = exp(logit_scale), clamped at 100 (as open_clip's trainer clamps logit_scale at log 100)."""
+        return self.logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
+
+    def extra_repr(self) -> str:
+        return f"temperature={1.0 / self.scale().item():.4g}, learnable_temperature={self.learnable_temperature}"
+
+
+def clip_contrastive(logits: Tensor) -> Tensor:
+    """(CE(logits, I) + CE(logits^T, I)) / 2 for an (N, N) logit matrix whose diagonal holds the pairs."""
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+class ClipLoss(TemperatureLoss):
+    """CLIP's symmetric InfoNCE: (CE(s X Y^T, I) + CE(s Y X^T, I)) / 2 (Radford et al. 2021).
+
+    Terms: ``contrastive``. ``temperature`` is the initial temperature (s = 1/temperature, at most 100).
+    """
+
+    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = True) -> None:
+        super().__init__(temperature, learnable_temperature)
+
+    @full_precision
+    def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
+        x, y = prepare_features(image_features, text_features)
+        return {"contrastive": clip_contrastive((self.scale() * x) @ y.T)}

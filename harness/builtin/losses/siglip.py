@@ -1,0 +1,51 @@
+"""``siglip``: the pairwise sigmoid loss.
+
+Zhai, Mustafa, Kolesnikov & Beyer, "Sigmoid Loss for Language Image Pre-Training" (ICCV 2023); as
+``open_clip.loss.SigLipLoss``. With s = exp(logit_scale) (clamped at 100) and bias b::
+
+    l_ij = s x_i.y_j + b,   z_ij = +1 if i == j else -1
+    loss = -(1/N) sum_{i,j} log sigmoid(z_ij l_ij)
+         =  (1/N) (sum_{i,j} softplus(l_ij) - sum_i l_ii)          (as computed: no label matrix)
+
+The paper initialises s = 10 (temperature 0.1) and b = -10, both learned.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from harness.builtin.losses.clip import TemperatureLoss, check_flag, scalar_state
+from harness.builtin.losses.terms import full_precision, prepare_features
+
+
+class SigLipLoss(TemperatureLoss):
+    """SigLIP's sigmoid loss -(1/N) sum_ij log sigmoid(z_ij (s x_i.y_j + b)) (Zhai et al. 2023).
+
+    Terms: ``contrastive``. Learnable ``logit_scale`` (init log 10) and ``logit_bias`` (init -10).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        learnable_temperature: bool = True,
+        bias: float = -10.0,
+        learnable_bias: bool = True,
+    ) -> None:
+        super().__init__(temperature, learnable_temperature)
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
+            raise ValueError(f"bias must be a finite number, got {bias!r}")
+        self.learnable_bias = check_flag("learnable_bias", learnable_bias)
+        scalar_state(self, "logit_bias", float(bias), self.learnable_bias)
+
+    @full_precision
+    def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
+        x, y = prepare_features(image_features, text_features)
+        logits = (self.scale() * x) @ y.T + self.logit_bias
+        loss = (F.softplus(logits).sum() - logits.diagonal().sum()) / x.shape[0]
+        return {"contrastive": loss}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bias={self.logit_bias.item():.4g}, learnable_bias={self.learnable_bias}"
