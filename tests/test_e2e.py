@@ -1,0 +1,80 @@
+"""End to end through the CLI with the real built-in plugins: suites/smoke.yaml -> runs -> leaderboard."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = sorted((ROOT / "suites").glob("*.yaml"))
+
+
+def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HARNESS_LOAD_PLUGINS": ""}
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def leaves(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=[s.stem for s in SUITES])
+def test_shipped_suites_validate(suite):
+    from harness.suite import expand, load_suite
+
+    jobs = expand(load_suite(suite), source=str(suite))
+    assert jobs and len({j.id for j in jobs}) == len(jobs)
+
+
+def test_default_suite_has_the_required_rows():
+    from harness.suite import expand, load_suite
+
+    jobs = expand(load_suite(ROOT / "suites" / "gap.yaml"))
+    labels = {j.objective.display for j in jobs}
+    assert {"clip", "clip_t0.01", "cua", "cuaxu", "siglip", "cyclip", "dcl", "align_uniform", "untrained"} <= labels
+    t001 = next(j for j in jobs if j.objective.display == "clip_t0.01")
+    assert t001.objective.params["temperature"] == 0.01 and t001.objective.params["learnable_temperature"] is False
+    assert all(j.train["steps"] == 0 for j in jobs if j.objective.display == "untrained")
+    assert len({j.seed for j in jobs}) == 3
+
+
+@pytest.mark.slow
+def test_smoke_suite_end_to_end(tmp_path):
+    out = tmp_path / "runs"
+    validate = harness("validate", str(ROOT / "suites" / "smoke.yaml"), cwd=tmp_path)
+    assert validate.returncode == 0, validate.stderr
+    ids = [line.split()[0] for line in validate.stdout.splitlines()[1:]]
+    assert len(ids) == 3
+
+    run = harness("run", str(ROOT / "suites" / "smoke.yaml"), "--out", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    suite_dir = out / "smoke"
+    assert sorted(p.name for p in suite_dir.iterdir() if not p.name.startswith(".")) == sorted(ids)  # ids are stable
+    for job_id in ids:
+        result = json.loads((suite_dir / job_id / "result.json").read_text())
+        assert result["status"] == "ok", result["traceback"]
+        assert {"gap", "zeroshot_classification", "retrieval", "arithmetic", "linear_probe", "gap_shift", "train"} <= set(result["metrics"])
+        values = dict(leaves(result["metrics"]))
+        assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()), values
+        assert 0 <= result["metrics"]["gap"]["linear_separability"] <= 1
+        assert (suite_dir / job_id / "embeddings" / "retrieval.npz").exists()
+        assert len((suite_dir / job_id / "log.jsonl").read_text().splitlines()) == 2
+
+    again = harness("run", str(ROOT / "suites" / "smoke.yaml"), "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 0 and "0 to run" in again.stderr
+
+    board = harness("leaderboard", str(suite_dir), "--out", str(tmp_path / "board"), cwd=tmp_path)
+    assert board.returncode == 0, board.stderr
+    readme = (tmp_path / "board" / "README.md").read_text()
+    assert all(label in readme for label in ("clip", "cua", "siglip"))
+    assert (tmp_path / "board" / "index.html").exists() and (tmp_path / "board" / "results.csv").exists()
