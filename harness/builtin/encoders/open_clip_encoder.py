@@ -1,0 +1,246 @@
+"""The ``open_clip`` encoder: any open_clip image-text model as a harness ``Encoder``.
+
+``model`` is any open_clip config name (``open_clip.list_models()``) or one of the small configs the
+harness ships (``harness-tiny-vit``, ``harness-small-vit``). ``pretrained`` is None (random init),
+an open_clip tag (downloaded by open_clip, which needs the network) or a local checkpoint file,
+always read with ``torch.load(weights_only=True)`` (or safetensors).
+
+``embed_dim`` overrides the joint dimension. With a checkpoint whose projections then no longer fit,
+every other weight is loaded and the projections keep their fresh initialisation: the contrastive-gap
+paper's "new bias-free projection to d" on top of a pretrained CLIP (Fahim et al. 2024,
+arXiv 2405.18570). ``load_report`` records what was loaded and which keys were re-initialised.
+
+``freeze`` locks one tower as in LiT (Zhai et al. 2022): "image" locks the image tower (LiT proper),
+"text" the text tower, with open_clip's ``lock_image_tower`` / ``lock_text_tower``.
+
+The model is built in fp32; ``precision`` is the encoder's preferred autocast precision, which the
+job applies (the suite's ``train.precision`` wins when set). The model's own ``logit_scale`` (and
+``logit_bias``) are frozen: the loss plugin owns the temperature.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal, Sequence
+
+import torch
+
+from harness.builtin.encoders.preprocess import ImagePreprocessor
+
+FREEZE = ("none", "text", "image")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+# keys whose shape follows embed_dim: ViT / text projections, timm and HF heads (``proj.0.weight``)
+_PROJECTION_KEY = re.compile(r"(^|\.)(proj|text_projection|head\.proj)(\.\d+)?(\.(weight|bias))?$")
+
+
+def is_projection_key(key: str) -> bool:
+    """Whether a state_dict key is a tower's output projection (its shape depends on embed_dim)."""
+    return bool(_PROJECTION_KEY.search(key))
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A checkpoint file's tensors: ``torch.load(weights_only=True)`` (or safetensors); accepts a raw
+    state_dict or ``{"state_dict": ...}`` and strips ``module.`` prefixes (DDP checkpoints)."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            checkpoint: Any = load_file(path, device="cpu")
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"pretrained: cannot read checkpoint {path} with weights_only=True ({_one_line(exc, 100)}); "
+            f"save a plain state_dict with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not checkpoint or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in checkpoint.items()
+    ):
+        raise ValueError(f"pretrained: {path} holds no state_dict (a dict of name -> tensor)")
+    return {k.removeprefix("module."): v for k, v in checkpoint.items()}
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], allow_new_projections: bool) -> dict[str, Any]:
+    """Copy ``state_dict`` into ``model``; returns ``{"loaded": n, "skipped": [keys]}``.
+
+    Every model key must be present with its shape, except that with ``allow_new_projections`` the
+    output projections may differ in shape: those are skipped and keep the model's initialisation.
+    Anything else raises a one-line ValueError naming the first offending key.
+    """
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = convert_to_custom_text_state_dict(state_dict)  # old CLIP layout -> CustomTextCLIP
+    target = model.state_dict()
+    for key in ("logit_scale", "logit_bias"):  # scalar vs (1,) parameters across open_clip versions
+        if key in state_dict and key in target and state_dict[key].numel() == target[key].numel():
+            state_dict[key] = state_dict[key].reshape(target[key].shape)
+    if "logit_bias" in target and "logit_bias" not in state_dict:
+        state_dict["logit_bias"] = target["logit_bias"]  # a CLIP checkpoint into a SigLIP-style model
+    missing = [k for k in target if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in target]
+    mismatched = [k for k in target if k in state_dict and state_dict[k].shape != target[k].shape]
+    skipped = [k for k in mismatched if allow_new_projections and is_projection_key(k)]
+    wrong = [k for k in mismatched if k not in skipped]
+    if wrong:
+        k = wrong[0]
+        hint = " (set embed_dim to re-initialise the projections)" if is_projection_key(k) else ""
+        raise ValueError(
+            f"pretrained: checkpoint {k!r} has shape {tuple(state_dict[k].shape)}, the model expects "
+            f"{tuple(target[k].shape)}{hint}; {len(wrong)} key(s) differ"
+        )
+    if missing:
+        raise ValueError(f"pretrained: checkpoint lacks {len(missing)} key(s) of the model, e.g. {missing[0]!r}; wrong model config?")
+    if unexpected:
+        raise ValueError(f"pretrained: checkpoint has {len(unexpected)} key(s) the model lacks, e.g. {unexpected[0]!r}; wrong model config?")
+    loadable = {k: v for k, v in state_dict.items() if k not in skipped}
+    model.load_state_dict(loadable, strict=False)
+    return {"loaded": len(loadable), "skipped": sorted(skipped)}
+
+
+def resolve_pretrained(name: str, pretrained: str | None) -> tuple[str | None, dict[str, Any]]:
+    """``pretrained`` -> (checkpoint file or None, the open_clip tag config or {}).
+
+    A tag is downloaded here, before any model is built, so an offline machine fails fast.
+    """
+    import open_clip
+
+    if pretrained is None or pretrained == "":
+        return None, {}
+    path = os.path.expanduser(pretrained)
+    if os.path.isfile(path):
+        return path, {}
+    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if tag_cfg:
+        try:
+            checkpoint = open_clip.pretrained.download_pretrained(tag_cfg)
+        except Exception as exc:
+            raise ValueError(
+                f"pretrained: tag {pretrained!r} of {name!r} needs a download that failed ({_one_line(exc, 120)}); "
+                f"pass a local checkpoint path instead (pretrained=/path/to/weights.pt)"
+            ) from None
+        if not checkpoint or not os.path.isfile(checkpoint):
+            raise ValueError(
+                f"pretrained: tag {pretrained!r} of {name!r} needs a download that failed (no file came back); "
+                f"pass a local checkpoint path instead (pretrained=/path/to/weights.pt)"
+            )
+        return checkpoint, tag_cfg
+    if os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES):
+        raise ValueError(f"pretrained: no such checkpoint file: {path}")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    raise ValueError(
+        f"pretrained: {pretrained!r} is neither a checkpoint file nor an open_clip tag of {name!r}; "
+        f"tags: {', '.join(tags) if tags else 'none (pass a local checkpoint path)'}"
+    )
+
+
+class OpenClipEncoder:
+    """An open_clip image-text model (any open_clip config; small CPU configs ship with the harness)."""
+
+    pair_modality: Literal["text", "image"] = "text"
+
+    def __init__(
+        self,
+        model: str = "harness-tiny-vit",
+        pretrained: str | None = None,
+        embed_dim: int | None = None,
+        freeze: Literal["none", "text", "image"] = "none",
+        precision: Literal["fp32", "bf16", "fp16"] | None = None,
+        augment: bool = False,
+    ):
+        if embed_dim is not None and (isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1):
+            raise ValueError(f"embed_dim: expected a positive integer or None, got {embed_dim!r}")
+        if freeze not in FREEZE:
+            raise ValueError(f"freeze: expected one of {', '.join(FREEZE)}, got {freeze!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or None, got {precision!r}")
+        if pretrained is not None and not isinstance(pretrained, str):
+            raise ValueError(f"pretrained: expected None, an open_clip tag or a checkpoint path, got {pretrained!r}")
+
+        import open_clip
+
+        from harness.builtin.encoders.configs import resolve_config_name
+
+        self.config_name = resolve_config_name(model)
+        checkpoint, tag_cfg = resolve_pretrained(self.config_name, pretrained)
+        overrides = {"embed_dim": embed_dim} if embed_dim is not None else {}
+        self.model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+            self.config_name,
+            pretrained=None,
+            precision="fp32",
+            device="cpu",
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            image_mean=tag_cfg.get("mean"),
+            image_std=tag_cfg.get("std"),
+            image_interpolation=tag_cfg.get("interpolation"),
+            image_resize_mode=tag_cfg.get("resize_mode"),
+            pretrained_image=False,
+            pretrained_text=False,
+            **overrides,
+        )
+        self.load_report: dict[str, Any] = {"checkpoint": checkpoint, "loaded": 0, "skipped": []}
+        if checkpoint is not None:
+            report = load_weights(self.model, read_state_dict(checkpoint), allow_new_projections=embed_dim is not None)
+            self.load_report.update(report)
+        for name in ("logit_scale", "logit_bias"):  # the loss owns the temperature and bias
+            param = getattr(self.model, name, None)
+            if isinstance(param, torch.nn.Parameter):
+                param.requires_grad_(False)
+        if freeze == "text":
+            self.model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
+        elif freeze == "image":
+            self.model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+
+        self.freeze = freeze
+        self.precision = precision
+        self.augment = bool(augment)
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.tokenizer = open_clip.get_tokenizer(self.config_name)
+        pp = self.model.visual.preprocess_cfg
+        self._preprocess = ImagePreprocessor(
+            size=pp["size"],
+            mean=pp["mean"],
+            std=pp["std"],
+            interpolation=pp.get("interpolation", "bicubic"),
+            pil_eval=eval_transform,
+            pil_train=train_transform,
+            augment=self.augment,
+        )
+        self.image_size: tuple[int, int] = self._preprocess.size
+        config = None if self.config_name.startswith(("hf-hub:", "local-dir:")) else open_clip.get_model_config(self.config_name)
+        self.embed_dim: int | None = embed_dim if embed_dim is not None else (config or {}).get("embed_dim")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess_images(self, images: Any, train: bool) -> torch.Tensor:
+        """uint8 (N, H, W, 3) array or list of PIL images -> normalised float32 (N, 3, S, S) on the model's device."""
+        return self._preprocess(images, train=train, device=self.device)
+
+    def pair_inputs(self, images: Any, captions: Sequence[str], train: bool) -> torch.Tensor:
+        """The text tower's input: the captions' tokens."""
+        return self.tokenize(captions)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """open_clip's BPE tokens (N, context_length), int64, on the model's device."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.tokenizer(texts).to(self.device)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x)
+
+    def encode_pair(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(x)
+
+    def __repr__(self) -> str:
+        return f"OpenClipEncoder(model={self.config_name!r}, freeze={self.freeze!r}, load_report={self.load_report!r})"
