@@ -26,7 +26,8 @@ class Summary:
     busy: list[str] = field(default_factory=list)  # locked by, or finished by, another run
     stamps: dict[str, int | None] = field(default_factory=dict, repr=False)  # result stamp at plan time
 
-    def print(self, out=sys.stderr) -> None:
+    def print(self, out=None) -> None:
+        out = out or sys.stderr
         print(
             f"suite done: {len(self.ok)} ok, {len(self.failed)} failed, {len(self.skipped)} already finished, "
             f"{len(self.busy)} running elsewhere",
