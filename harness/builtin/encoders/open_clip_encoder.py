@@ -20,6 +20,9 @@ job applies (the suite's ``train.precision`` wins when set). The model's own ``l
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import os
 import re
 from typing import Any, Literal, Sequence
@@ -34,6 +37,22 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 # keys whose shape follows embed_dim: ViT / text projections, timm and HF heads (``proj.0.weight``)
 _PROJECTION_KEY = re.compile(r"(^|\.)(proj|text_projection|head\.proj)(\.\d+)?(\.(weight|bias))?$")
 
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    """Hide open_clip's root-logger notice that a model was built without pretrained weights."""
+    root, notice = logging.getLogger(), _DropRandomInitNotice()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 def is_projection_key(key: str) -> bool:
     """Whether a state_dict key is a tower's output projection (its shape depends on embed_dim)."""
@@ -173,20 +192,21 @@ class OpenClipEncoder:
         self.config_name = resolve_config_name(model)
         checkpoint, tag_cfg = resolve_pretrained(self.config_name, pretrained)
         overrides = {"embed_dim": embed_dim} if embed_dim is not None else {}
-        self.model, train_transform, eval_transform = open_clip.create_model_and_transforms(
-            self.config_name,
-            pretrained=None,
-            precision="fp32",
-            device="cpu",
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-            image_mean=tag_cfg.get("mean"),
-            image_std=tag_cfg.get("std"),
-            image_interpolation=tag_cfg.get("interpolation"),
-            image_resize_mode=tag_cfg.get("resize_mode"),
-            pretrained_image=False,
-            pretrained_text=False,
-            **overrides,
-        )
+        with _quiet_random_init():  # weights, if any, are loaded below: open_clip's notice would mislead
+            self.model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+                self.config_name,
+                pretrained=None,
+                precision="fp32",
+                device="cpu",
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                image_mean=tag_cfg.get("mean"),
+                image_std=tag_cfg.get("std"),
+                image_interpolation=tag_cfg.get("interpolation"),
+                image_resize_mode=tag_cfg.get("resize_mode"),
+                pretrained_image=False,
+                pretrained_text=False,
+                **overrides,
+            )
         self.load_report: dict[str, Any] = {"checkpoint": checkpoint, "loaded": 0, "skipped": []}
         if checkpoint is not None:
             report = load_weights(self.model, read_state_dict(checkpoint), allow_new_projections=embed_dim is not None)
