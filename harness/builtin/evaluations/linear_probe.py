@@ -1,0 +1,75 @@
+"""Linear probe: logistic regression on frozen image embeddings, on CPU.
+
+Per classification set, a seeded stratified split (``test_fraction`` held out; a plain seeded
+split when some class is too small to stratify), sklearn ``LogisticRegression(C, max_iter)``
+trained on the train part, accuracy on the test part. (clip_benchmark's linear probe asserts
+CUDA and trains its own torch head, so it is not used.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from harness.builtin.evaluations.keys import safe_key
+from harness.types import ClassificationSet, EvalContext, MetricInfo, Skip
+
+METRICS = {"accuracy": MetricInfo("Linear probe accuracy", "downstream", True)}
+
+
+def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: stratified by label when every class has >= 2 members and fits, else plain."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    try:
+        return tuple(train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=labels))
+    except ValueError:  # a class with one member, or fewer test slots than classes
+        return tuple(train_test_split(idx, test_size=test_fraction, random_state=seed))
+
+
+def probe_accuracy(
+    features: np.ndarray, labels: np.ndarray, test_fraction: float, C: float, max_iter: int, seed: int
+) -> float:
+    """Test accuracy of a logistic regression trained on a seeded split of (features, labels)."""
+    from sklearn.linear_model import LogisticRegression
+
+    train, test = split_indices(labels, test_fraction, seed)
+    classes = np.unique(labels[train])
+    if len(classes) == 1:  # one class in train: the only possible prediction
+        return float(np.mean(labels[test] == classes[0]))
+    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    clf.fit(features[train], labels[train])
+    return float(clf.score(features[test], labels[test]))
+
+
+class LinearProbe:
+    """Linear probe: logistic regression on frozen image embeddings (seeded stratified split), on CPU."""
+
+    def __init__(self, test_fraction: float = 0.5, C: float = 1.0, max_iter: int = 1000) -> None:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        if not (math.isfinite(C) and C > 0):
+            raise ValueError(f"C must be a positive number, got {C}")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        self.test_fraction, self.C, self.max_iter = float(test_fraction), float(C), int(max_iter)
+        self.metric_info: dict[str, MetricInfo] = dict(METRICS)
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
+        sets = ctx.of_type(ClassificationSet)
+        if not sets:
+            raise Skip("no classification sets")
+        out: dict[str, Any] = {}
+        for es in sets:
+            labels = np.asarray(es.record.labels)
+            if len(labels) < 2 or len(np.unique(labels)) < 2:
+                continue  # nothing to learn
+            feats = es.image_emb.float().numpy()
+            acc = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, ctx.seed)
+            out[safe_key(es.record.name)] = {"accuracy": acc}
+        if not out:
+            raise Skip("no classification set has 2 or more samples of 2 or more classes")
+        return out

@@ -1,0 +1,84 @@
+"""Zero-shot classification from cached image embeddings and prompt-ensembled class weights.
+
+Class weights follow clip_benchmark's ``zero_shot_classifier`` (CLIP, Radford et al. 2021): for
+class c, w_c = normalise(mean_t normalise(text(template_t.format(c=name_c)))), here with every
+prompt of every class encoded in one call. Scores are image_emb @ W^T; the metrics are those of
+clip_benchmark's ``metrics.zeroshot_classification.evaluate``: top-1, top-5 (>= 5 classes) and
+mean per-class recall (sklearn's balanced accuracy).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.builtin.evaluations.clip_benchmark_compat import accuracy
+from harness.builtin.evaluations.keys import safe_key
+from harness.types import ClassificationSet, EvalContext, MetricInfo, Skip
+
+METRICS = {
+    "top1": MetricInfo("Zero-shot top-1", "downstream", True),
+    "top5": MetricInfo("Zero-shot top-5", "downstream", True),
+    "mean_per_class_recall": MetricInfo("Zero-shot mean per-class recall", "downstream", True),
+}
+
+NO_TEXT = "zero-shot classification needs a text tower; this encoder pairs images with images"
+
+
+def class_weights(
+    encode_texts: Callable[[Sequence[str]], torch.Tensor], classnames: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
+    """(C, d) unit class vectors: per class, the normalised mean of its normalised prompt embeddings."""
+    if not templates:
+        raise ValueError("a classification set needs at least one prompt template")
+    prompts = [t.format(c=c) for c in classnames for t in templates]
+    emb = F.normalize(encode_texts(prompts).float(), dim=-1)
+    emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
+    return F.normalize(emb, dim=-1)
+
+
+def classification_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """top1, top5 (when >= 5 classes) and mean per-class recall of scores (N, C) against labels (N,)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    n_classes = scores.shape[1]
+    out: dict[str, float] = {}
+    if n_classes >= 5:
+        out["top1"], out["top5"] = accuracy(scores, labels, topk=(1, 5))
+    else:
+        (out["top1"],) = accuracy(scores, labels, topk=(1,))
+    pred = scores.argmax(dim=1)
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": expected, and harmless here
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        out["mean_per_class_recall"] = float(balanced_accuracy_score(labels.numpy(), pred.numpy()))
+    return out
+
+
+def labels_of(record: ClassificationSet) -> torch.Tensor:
+    """The set's integer labels as a long tensor."""
+    return torch.as_tensor(np.asarray(record.labels), dtype=torch.long)
+
+
+class ZeroShotClassification:
+    """Zero-shot classification (top-1, top-5, mean per-class recall) with prompt-ensembled class weights."""
+
+    def __init__(self) -> None:
+        self.metric_info: dict[str, MetricInfo] = dict(METRICS)
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
+        sets = ctx.of_type(ClassificationSet)
+        if not sets:
+            raise Skip("no classification sets")
+        if not ctx.has_text:
+            raise Skip(NO_TEXT)
+        out: dict[str, Any] = {}
+        for es in sets:
+            rec = es.record
+            weights = class_weights(ctx.encode_texts, rec.classnames, rec.templates)
+            scores = es.image_emb.float() @ weights.T
+            out[safe_key(rec.name)] = classification_metrics(scores, labels_of(rec))
+        return out
