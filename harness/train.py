@@ -157,7 +157,7 @@ def train(
             total = sum(terms.values())
             if not torch.isfinite(total):
                 shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                raise NonFiniteLoss(f"loss is {float(total)} at step {step} ({shown})")
+                raise NonFiniteLoss(f"loss is {float(total.detach())} at step {step} ({shown})")
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(total).backward()
