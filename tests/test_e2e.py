@@ -78,3 +78,36 @@ def test_smoke_suite_end_to_end(tmp_path):
     readme = (tmp_path / "board" / "README.md").read_text()
     assert all(label in readme for label in ("clip", "cua", "siglip"))
     assert (tmp_path / "board" / "index.html").exists() and (tmp_path / "board" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("dataset", [{"name": "digits"}, {"name": "shapes", "params": {"train_size": 256, "eval_size": 64}}])
+def test_tiny_encoder_trains_and_its_checkpoint_reloads(tmp_path, dataset):
+    import numpy as np
+    import torch
+
+    import harness
+    from harness.runner import run_job
+    from harness.suite import expand, parse_suite
+
+    suite = parse_suite({
+        "name": "tiny", "objectives": ["clip"], "encoders": [{"name": "open_clip"}], "datasets": [dataset],
+        "train": {"steps": 6, "batch_size": 16, "lr": 1e-3, "log_every": 1},
+        "evaluations": ["zeroshot_classification", "retrieval"], "save": ["checkpoint"],
+    })
+    result = run_job(expand(suite)[0], tmp_path)
+    assert result["status"] == "ok", result["traceback"]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and all(math.isfinite(r["loss"]) for r in log)
+    assert result["metrics"]["zeroshot_classification"]
+
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    reloaded = harness.create_encoder("open_clip")
+    reloaded.model.load_state_dict(state["model"])
+    fresh = harness.create_encoder("open_clip")  # a fresh random init differs ...
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = reloaded.preprocess_images(images, train=False)
+        again = harness.create_encoder("open_clip")
+        again.model.load_state_dict(state["model"])
+        assert torch.equal(reloaded.encode_image(x), again.encode_image(x))  # ... the checkpoint reloads exactly
+        assert not torch.equal(reloaded.encode_image(x), fresh.encode_image(x))
