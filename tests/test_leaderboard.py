@@ -172,7 +172,7 @@ def _table(readme: str, title: str) -> list[list[str]]:
 
 def test_readme_tables_bold_the_best_cell_by_direction(board):
     readme = (board / "README.md").read_text()
-    gap = _table(readme, "Gap metrics")
+    gap = _table(readme, "Gap metrics: gap")
     header, rows = gap[0], {r[0]: r for r in gap[1:]}
     assert header[:2] == ["objective", "n"]
     assert header[2:] == ["centroid distance ↓", "linear separability ↓", "uniformity"]
@@ -183,13 +183,15 @@ def test_readme_tables_bold_the_best_cell_by_direction(board):
     assert not any("**" in r[4] for r in gap[1:])  # uniformity has no direction: nothing bold
     assert rows[ESCAPED][2] == "0.500"  # one seed: no ± std
 
-    down = _table(readme, "Downstream")
-    header, rows = down[0], {r[0]: r for r in down[1:]}
+    main = _table(readme, "Main score")
+    header, rows = main[0], {r[0]: r for r in main[1:]}
     assert header[2:4] == ["main score ↑", "vs top (Welch)"]
-    top1 = header.index("zeroshot_classification: shape top-1 ↑")
-    assert rows["clip"][top1] == "**0.550 ± 0.050**" and rows["cua"][top1] == "0.540 ± 0.053"
     assert rows["clip"][2] == "**0.500 ± 0.050**"
     assert rows["clip"][3] == "top" and rows["cua"][3].startswith("n.s. (p=") and rows[ESCAPED][3] == "n<2"
+    down = _table(readme, "Downstream: zeroshot_classification")
+    header, rows = down[0], {r[0]: r for r in down[1:]}
+    top1 = header.index("shape top-1 ↑")  # one evaluation per table: no evaluation prefix
+    assert rows["clip"][top1] == "**0.550 ± 0.050**" and rows["cua"][top1] == "0.540 ± 0.053"
     train = _table(readme, "Training")
     assert train[0][2:] == ["final loss", "temperature", "steps"]
     assert not any("**" in c for r in train[1:] for c in r)
@@ -218,7 +220,7 @@ def test_html_page_is_standalone_and_escaped(board):
     assert page.count('src="data:image/png;base64,') == 3
     assert "http://" not in page and "https://" not in page
     assert "default-src 'none'" in page
-    assert page.count('<table class="sortable') == 3 * 1 + 1  # gap, downstream, train + failed jobs
+    assert page.count('<table class="sortable') == 6  # gap, main score, zero-shot, retrieval, train + failed jobs
     assert 'class="best" data-value="0.2' in page
 
 

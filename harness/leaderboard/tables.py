@@ -1,7 +1,7 @@
 """The tables a page shows, as plain cells: rendered to Markdown (``markdown.py``) and HTML (``html.py``).
 
-Per (dataset, encoder): a gap table, a downstream table (with the main score and its significance
-against the top row) and a small training table; rows are objectives in main-score order. A cell
+Per (dataset, encoder): gap tables, a main-score table (with its significance against the top
+row), one downstream table per evaluation and a small training table; rows are objectives in main-score order. A cell
 is ``mean ± std`` over ok seeds (just the mean when n = 1); the best mean of a column is bold when
 the metric has a direction (ties all bold); headers carry ↑ (higher is better) or ↓ (lower).
 """
@@ -100,6 +100,16 @@ def _metric_table(title: str, rows: pd.DataFrame, metrics: list[Metric], lead: l
     return Table(title, headers, [list(r) for r in zip(*columns)])
 
 
+def _per_evaluation(title: str, rows: pd.DataFrame, metrics: list[Metric], lead) -> list[Table]:
+    """One table per evaluation, so headers stay short (``shape Zero-shot top-1``, not prefixed)."""
+    tables = []
+    for evaluation in dict.fromkeys(m.evaluation for m in metrics):
+        table = _metric_table(f"{title}: {evaluation}", rows, [m for m in metrics if m.evaluation == evaluation], lead)
+        if table is not None:
+            tables.append(table)
+    return tables
+
+
 def sections(agg: Aggregate, metrics: dict[str, Metric]) -> list[Section]:
     out = []
     for (dataset, encoder), rows in agg.summary.groupby(["dataset", "encoder"], sort=True):
@@ -113,14 +123,14 @@ def sections(agg: Aggregate, metrics: dict[str, Metric]) -> list[Section]:
         lead = [("objective", objective), ("n", n)]
         section = Section(dataset, encoder, rule)
         by_group = {g: [m for m in metrics.values() if m.group == g] for g in TITLES}
-        gap = _metric_table(TITLES["gap"], rows, by_group["gap"], lead)
-        down_lead = list(lead)
+        tables = _per_evaluation(TITLES["gap"], rows, by_group["gap"], lead)
         if rule is not None:
-            down_lead.append(("main score ↑", _stat_column(rows, "main_score", True)))
+            main = list(lead) + [("main score ↑", _stat_column(rows, "main_score", True))]
             sig = [Cell(s, None if math.isnan(p) else float(p)) for s, p in zip(rows["significance"], rows["welch_p_vs_top"])]
-            down_lead.append(("vs top (Welch)", sig))
-        down = _metric_table(TITLES["downstream"], rows, by_group["downstream"], down_lead)
+            main.append(("vs top (Welch)", sig))
+            tables.append(Table("Main score", [h for h, _ in main], [list(r) for r in zip(*(c for _, c in main))]))
+        tables += _per_evaluation(TITLES["downstream"], rows, by_group["downstream"], lead)
         train = _metric_table(TITLES["train"], rows, by_group["train"], lead)
-        section.tables = [t for t in (gap, down, train) if t is not None]
+        section.tables = tables + ([train] if train is not None else [])
         out.append(section)
     return out
