@@ -292,6 +292,8 @@ def expand(suite: Suite, source: str = "<suite>", registry=None, check_build: bo
 
     Losses and evaluations are cheap, so with ``check_build`` they are also built once here, so a
     param the factory itself rejects (e.g. a negative temperature) fails before any training.
+    Encoders and datasets are too costly to build here (weights, files); a factory of theirs that
+    has a ``check_params(**params)`` callable gets its values checked by that instead.
     """
     from harness.registry import get_registry
 
@@ -302,14 +304,19 @@ def expand(suite: Suite, source: str = "<suite>", registry=None, check_build: bo
         raise HarnessError(f"{source}: {exc}") from None
 
 
-def _built(kind: str, spec: PluginSpec, field: str, registry) -> None:
-    """Build the plugin once; a ``ValueError``/``TypeError`` from its factory is bad input.
+def _built(kind: str, spec: PluginSpec, field: str, registry, build: bool = True) -> None:
+    """Build the plugin once (or, with ``build=False``, call its factory's ``check_params`` if it
+    has one); a ``ValueError``/``TypeError`` from either is bad input.
 
     The error names ``field.params.<p>`` for the first param its message mentions. Any other
     exception is a bug in the plugin and propagates (the CLI logs its traceback).
     """
+    factory = registry.get(kind, spec.name).factory
+    check = factory if build else getattr(factory, "check_params", None)
+    if not callable(check):
+        return
     try:
-        registry.get(kind, spec.name).create(**spec.params)
+        check(**spec.params)
     except (ValueError, TypeError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         named = [p for p in sorted(spec.params, key=len, reverse=True) if re.search(rf"\b{re.escape(p)}\b", text)]
@@ -349,6 +356,10 @@ def _expand(suite: Suite, registry, check_build: bool) -> list[Job]:
             _built("loss", spec, f"objectives[{i}]", registry)
         for i, spec in enumerate(evaluations):
             _built("evaluation", spec, f"evaluations[{i}]", registry)
+        for i, spec in enumerate(encoders):
+            _built("encoder", spec, f"encoders[{i}]", registry, build=False)
+        for i, spec in enumerate(datasets):
+            _built("dataset", spec, f"datasets[{i}]", registry, build=False)
 
     jobs: list[Job] = []
     origin: dict[str, str] = {}

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import GOOD_SUITE
+from harness import hookimpl
 from harness.errors import HarnessError
 from harness.job import Job, PluginSpec
-from harness.suite import DEFAULT_EVALUATIONS, TrainConfig, default_label, expand, load_suite, parse_suite
+from harness.registry import Registry
+from harness.suite import DEFAULT_EVALUATIONS, Suite, TrainConfig, default_label, expand, load_suite, parse_suite
+
+SUITES = Path(__file__).resolve().parents[1] / "suites"
 
 
 def _jobs(text: str, write_suite) -> list[Job]:
@@ -181,3 +186,82 @@ def test_long_values_are_shortened_in_messages():
     with pytest.raises(HarnessError) as info:
         parse_suite(data, source="x.yaml")
     assert len(str(info.value)) < 200 and str(info.value).endswith("xxx...)")
+
+
+# --- check_params: encoders and datasets are checked at validate time without being built ----------
+
+
+class _CheckedPlugins:
+    """Plugins whose encoder and dataset must never be built by ``expand``; one has ``check_params``."""
+
+    built: list[str] = []
+
+    class Tower:
+        def __init__(self, width: int = 8):
+            _CheckedPlugins.built.append("tower")
+
+        @staticmethod
+        def check_params(width: int = 8) -> None:
+            if width < 1:
+                raise ValueError(f"width must be >= 1, got {width}")
+
+    class Data:  # no check_params: only the annotations are checked before it is built
+        def __init__(self, size: int = 4):
+            _CheckedPlugins.built.append("data")
+
+    @staticmethod
+    @hookimpl
+    def harness_register_encoders(register):
+        register("checked_tower", _CheckedPlugins.Tower)
+
+    @staticmethod
+    @hookimpl
+    def harness_register_datasets(register):
+        register("unchecked_data", _CheckedPlugins.Data)
+
+
+def _checked_suite(width: int, size: int) -> Suite:
+    return parse_suite({
+        "name": "checked", "objectives": ["clip"], "evaluations": ["gap"], "train": {"steps": 1, "batch_size": 2},
+        "encoders": [{"name": "checked_tower", "params": {"width": width}}],
+        "datasets": [{"name": "unchecked_data", "params": {"size": size}}],
+    })
+
+
+def test_validate_calls_check_params_of_encoders_and_datasets_without_building_them():
+    registry = Registry(load_entrypoints=False, extra_plugins=[(_CheckedPlugins, "checked-dist")])
+    _CheckedPlugins.built.clear()
+    jobs = expand(_checked_suite(width=4, size=-3), registry=registry)
+    assert len(jobs) == 1 and _CheckedPlugins.built == []  # a value only the factory could reject passes
+    with pytest.raises(HarnessError) as info:
+        expand(_checked_suite(width=0, size=4), source="s.yaml", registry=registry)
+    assert str(info.value) == (
+        "s.yaml: encoders[0].params.width: encoder 'checked_tower' rejected its params: width must be >= 1, got 0"
+    )
+    assert _CheckedPlugins.built == []
+
+
+@pytest.mark.parametrize("kind, name, params, where", [
+    ("encoder", "open_clip", {"model": "harness-tiny-vt"}, "model"),
+    ("encoder", "open_clip", {"embed_dim": -4}, "embed_dim"),
+    ("encoder", "same_modality", {"model": "no-such-config"}, "model"),
+    ("dataset", "shapes", {"num_shapes": 1}, "num_shapes"),
+    ("dataset", "shapes", {"heldout_combos": 0.9}, "heldout_combos"),
+    ("dataset", "digits", {"image_size": 4}, "image_size"),
+    ("dataset", "image_text_files", {"path": "pairs.csv", "separator": "::"}, "separator"),
+    ("dataset", "clip_benchmark", {"dataset": "cifar10", "root": "x", "task": "captions"}, "task"),
+])
+def test_builtin_check_params_reject_what_their_constructors_reject(kind, name, params, where):
+    registry = Registry(load_entrypoints=False)
+    entry = registry.get(kind, name)
+    with pytest.raises(ValueError, match=where):
+        entry.factory.check_params(**params)
+    with pytest.raises(ValueError, match=where):
+        entry.create(**params)
+
+
+def test_builtin_check_params_accept_the_shipped_suites_without_data_or_weights():
+    # coco-finetune names a CSV and pretrained weights that are not on this machine: validate passes.
+    registry = Registry(load_entrypoints=False)
+    for path in sorted(SUITES.glob("*.yaml")):
+        assert expand(load_suite(path), source=str(path), registry=registry)

@@ -42,14 +42,7 @@ class ClipBenchmarkSets:
         limit: int | None = None,
         image_size: int = 224,
     ):
-        if not dataset:
-            raise ValueError("dataset: give a clip_benchmark dataset name, e.g. wds/vtab/cifar10 or cifar10")
-        if task not in ("auto",) + TASKS:
-            raise ValueError(f"task must be one of auto, {', '.join(TASKS)}; got {task!r}")
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be >= 1 (or null for all), got {limit}")
-        if not 8 <= image_size <= 1024:
-            raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
+        self.check_params(dataset, root, task=task, limit=limit, image_size=image_size)
         self.dataset = dataset
         self.root = root.format(dataset=dataset, dataset_cleaned=dataset.replace("/", "-"))
         if not Path(self.root).exists():
@@ -59,6 +52,26 @@ class ClipBenchmarkSets:
         self.limit = limit
         self.image_size = image_size
         self._sets: list[EvalSet] | None = None
+
+    @staticmethod
+    def check_params(
+        dataset: str,
+        root: str,
+        split: str = "test",
+        task: Literal["auto", "zeroshot_classification", "zeroshot_retrieval"] = "auto",
+        limit: int | None = None,
+        image_size: int = 224,
+    ) -> None:
+        """Raise ``ValueError`` naming the first bad param (``harness validate`` calls this; the
+        ``root`` folder is checked when the dataset is built)."""
+        if not dataset:
+            raise ValueError("dataset: give a clip_benchmark dataset name, e.g. wds/vtab/cifar10 or cifar10")
+        if task not in ("auto",) + TASKS:
+            raise ValueError(f"task must be one of auto, {', '.join(TASKS)}; got {task!r}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 (or null for all), got {limit}")
+        if not 8 <= image_size <= 1024:
+            raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
 
     def _resolve_task(self, task: str) -> str:
         if task != "auto":

@@ -75,10 +75,7 @@ class DigitsDataset:
     """Real handwritten digits (scikit-learn load_digits, offline), upscaled and captioned."""
 
     def __init__(self, image_size: int = 32, eval_fraction: float = 0.2, seed: int = 0):
-        if not 8 <= image_size <= 512:
-            raise ValueError(f"image_size must be in [8, 512], got {image_size}")
-        if not 0.0 < eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+        self.check_params(image_size=image_size, eval_fraction=eval_fraction)
         from sklearn.datasets import load_digits
 
         data = load_digits()
@@ -87,6 +84,14 @@ class DigitsDataset:
         self.labels = data.target.astype(np.int64)
         self.images = upscale(data.images / 16.0, image_size)
         self.train_idx, self.eval_idx = stratified_split(self.labels, eval_fraction, seed)
+
+    @staticmethod
+    def check_params(image_size: int = 32, eval_fraction: float = 0.2, seed: int = 0) -> None:
+        """Raise ``ValueError`` naming the first out-of-range param (``harness validate`` calls this)."""
+        if not 8 <= image_size <= 512:
+            raise ValueError(f"image_size must be in [8, 512], got {image_size}")
+        if not 0.0 < eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
 
     def train_pairs(self) -> DigitPairs:
         return DigitPairs(self.images[self.train_idx], self.labels[self.train_idx])

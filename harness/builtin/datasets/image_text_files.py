@@ -105,14 +105,7 @@ class ImageTextFiles:
         eval_fraction: float = 0.1,
         seed: int = 0,
     ):
-        if not 8 <= image_size <= 1024:
-            raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
-        if not 0.0 < eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-        if separator is not None and len(separator) != 1:
-            raise ValueError(f"separator must be one character (or null: from the extension), got {separator!r}")
-        if not path:
-            raise ValueError("path: give a CSV/TSV file or webdataset shards such as data/{00000..00009}.tar")
+        self.check_params(path, image_size=image_size, eval_fraction=eval_fraction, separator=separator)
         self.path = path
         self.image_key = image_key
         self.caption_key = caption_key
@@ -131,6 +124,30 @@ class ImageTextFiles:
             self.separator = separator or ("\t" if self.table.suffix.lower() == ".tsv" else ",")
             self._check_header()
         self._data: tuple[np.ndarray, list[list[str]], _Loaded] | None = None
+
+    @staticmethod
+    def check_params(
+        path: str,
+        image_key: str = "filepath",
+        caption_key: str = "title",
+        separator: str | None = None,
+        image_size: int = 224,
+        eval_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        """Raise ``ValueError`` naming the first bad param (``harness validate`` calls this).
+
+        The files themselves are checked when the dataset is built, so a suite for data that lives
+        on another machine still validates here.
+        """
+        if not 8 <= image_size <= 1024:
+            raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
+        if not 0.0 < eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+        if separator is not None and len(separator) != 1:
+            raise ValueError(f"separator must be one character (or null: from the extension), got {separator!r}")
+        if not path:
+            raise ValueError("path: give a CSV/TSV file or webdataset shards such as data/{00000..00009}.tar")
 
     # ------------------------------------------------------------------------------------ reading
     def _check_header(self) -> None:

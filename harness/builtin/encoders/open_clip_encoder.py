@@ -167,6 +167,30 @@ class OpenClipEncoder:
 
     pair_modality: Literal["text", "image"] = "text"
 
+    @staticmethod
+    def check_params(
+        model: str = "harness-tiny-vit",
+        pretrained: str | None = None,
+        embed_dim: int | None = None,
+        freeze: Literal["none", "text", "image"] = "none",
+        precision: Literal["fp32", "bf16", "fp16"] | None = None,
+        augment: bool = False,
+    ) -> str:
+        """Check the params without building the model (``harness validate`` calls this); returns
+        the open_clip config name. Weights are looked up only when the encoder is built, so a suite
+        for a machine that has them still validates here."""
+        if embed_dim is not None and (isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1):
+            raise ValueError(f"embed_dim: expected a positive integer or None, got {embed_dim!r}")
+        if freeze not in FREEZE:
+            raise ValueError(f"freeze: expected one of {', '.join(FREEZE)}, got {freeze!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or None, got {precision!r}")
+        if pretrained is not None and not isinstance(pretrained, str):
+            raise ValueError(f"pretrained: expected None, an open_clip tag or a checkpoint path, got {pretrained!r}")
+        from harness.builtin.encoders.configs import resolve_config_name
+
+        return resolve_config_name(model)
+
     def __init__(
         self,
         model: str = "harness-tiny-vit",
@@ -176,20 +200,10 @@ class OpenClipEncoder:
         precision: Literal["fp32", "bf16", "fp16"] | None = None,
         augment: bool = False,
     ):
-        if embed_dim is not None and (isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1):
-            raise ValueError(f"embed_dim: expected a positive integer or None, got {embed_dim!r}")
-        if freeze not in FREEZE:
-            raise ValueError(f"freeze: expected one of {', '.join(FREEZE)}, got {freeze!r}")
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or None, got {precision!r}")
-        if pretrained is not None and not isinstance(pretrained, str):
-            raise ValueError(f"pretrained: expected None, an open_clip tag or a checkpoint path, got {pretrained!r}")
+        self.config_name = self.check_params(model, pretrained, embed_dim, freeze, precision)
 
         import open_clip
 
-        from harness.builtin.encoders.configs import resolve_config_name
-
-        self.config_name = resolve_config_name(model)
         checkpoint, tag_cfg = resolve_pretrained(self.config_name, pretrained)
         overrides = {"embed_dim": embed_dim} if embed_dim is not None else {}
         with _quiet_random_init():  # weights, if any, are loaded below: open_clip's notice would mislead

@@ -46,6 +46,29 @@ class SameModalityEncoder:
 
     pair_modality: Literal["text", "image"] = "image"
 
+    @staticmethod
+    def check_params(
+        model: str = "harness-tiny-vit",
+        shared_init: bool = False,
+        views: Literal["identical", "augment"] = "identical",
+        precision: Literal["fp32", "bf16", "fp16"] | None = None,
+    ) -> tuple[str, dict]:
+        """Check the params without building the towers (``harness validate`` calls this); returns
+        the open_clip config name and its config."""
+        if views not in VIEWS:
+            raise ValueError(f"views: expected one of {', '.join(VIEWS)}, got {views!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or None, got {precision!r}")
+        import open_clip
+
+        from harness.builtin.encoders.configs import resolve_config_name
+
+        name = resolve_config_name(model)
+        config = open_clip.get_model_config(name)
+        if not config or "vision_cfg" not in config:
+            raise ValueError(f"model: open_clip config {model!r} has no vision tower config")
+        return name, config
+
     def __init__(
         self,
         model: str = "harness-tiny-vit",
@@ -53,20 +76,11 @@ class SameModalityEncoder:
         views: Literal["identical", "augment"] = "identical",
         precision: Literal["fp32", "bf16", "fp16"] | None = None,
     ):
-        if views not in VIEWS:
-            raise ValueError(f"views: expected one of {', '.join(VIEWS)}, got {views!r}")
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or None, got {precision!r}")
+        self.config_name, config = self.check_params(model, shared_init, views, precision)
 
         import open_clip
         from open_clip.model import _build_vision_tower
 
-        from harness.builtin.encoders.configs import resolve_config_name
-
-        self.config_name = resolve_config_name(model)
-        config = open_clip.get_model_config(self.config_name)
-        if not config or "vision_cfg" not in config:
-            raise ValueError(f"model: open_clip config {model!r} has no vision tower config")
         embed_dim = int(config["embed_dim"])
         quick_gelu = bool(config.get("quick_gelu", False))
         first = _build_vision_tower(embed_dim, config["vision_cfg"], quick_gelu=quick_gelu)

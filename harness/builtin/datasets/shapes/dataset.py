@@ -20,7 +20,7 @@ import numpy as np
 from harness.builtin.datasets.shapes.attributes import COLOURS, SHAPES
 from harness.builtin.datasets.shapes.grammar import captions, distinct_captions
 from harness.builtin.datasets.shapes.render import render
-from harness.builtin.datasets.shapes.world import Scenes, World, make_world, sample_scenes
+from harness.builtin.datasets.shapes.world import Scenes, World, check_world, make_world, sample_scenes
 from harness.types import ArithmeticSet, ArithmeticTriplet, ClassificationSet, EvalSet, RetrievalSet
 
 SHAPE_TEMPLATES = ["a {c}", "a picture of a {c}", "{c} shape", "an image of a {c}", "there is a {c}"]
@@ -66,16 +66,8 @@ class ShapesDataset:
         captions_per_image: int = 5,
         cache_dir: str | None = None,
     ):
-        if not 16 <= image_size <= 512:
-            raise ValueError(f"image_size must be in [16, 512], got {image_size}")
-        if train_size < 1:
-            raise ValueError(f"train_size must be >= 1, got {train_size}")
-        if eval_size < 1:
-            raise ValueError(f"eval_size must be >= 1, got {eval_size}")
-        if not 0.0 <= two_object_prob <= 1.0:
-            raise ValueError(f"two_object_prob must be in [0, 1], got {two_object_prob}")
-        if captions_per_image < 1:
-            raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
+        self.check_params(image_size=image_size, train_size=train_size, eval_size=eval_size,
+                          two_object_prob=two_object_prob, captions_per_image=captions_per_image)
         self.seed = seed
         self.image_size = image_size
         self.train_size = train_size
@@ -86,6 +78,32 @@ class ShapesDataset:
         self.world: World = make_world(seed, num_shapes, num_colours, heldout_combos)
         self._pairs: ShapesPairs | None = None
         self._eval: list[EvalSet] | None = None
+
+    @staticmethod
+    def check_params(
+        seed: int = 0,
+        image_size: int = 32,
+        train_size: int = 20000,
+        eval_size: int = 1000,
+        num_shapes: int = 6,
+        num_colours: int = 8,
+        two_object_prob: float = 0.25,
+        heldout_combos: float = 0.125,
+        captions_per_image: int = 5,
+        cache_dir: str | None = None,
+    ) -> None:
+        """Raise ``ValueError`` naming the first out-of-range param (``harness validate`` calls this)."""
+        if not 16 <= image_size <= 512:
+            raise ValueError(f"image_size must be in [16, 512], got {image_size}")
+        if train_size < 1:
+            raise ValueError(f"train_size must be >= 1, got {train_size}")
+        if eval_size < 1:
+            raise ValueError(f"eval_size must be >= 1, got {eval_size}")
+        if not 0.0 <= two_object_prob <= 1.0:
+            raise ValueError(f"two_object_prob must be in [0, 1], got {two_object_prob}")
+        if captions_per_image < 1:
+            raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
+        check_world(num_shapes, num_colours, heldout_combos)
 
     def _rng(self, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream])

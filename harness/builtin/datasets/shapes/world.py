@@ -63,6 +63,16 @@ class World:
         return f"{COLOURS[colour].name} {SHAPES[shape].name}"
 
 
+def check_world(num_shapes: int, num_colours: int, heldout_combos: float) -> None:
+    """Raise ``ValueError`` naming the first of the world's params that is out of range."""
+    if not 2 <= num_shapes <= len(SHAPES):
+        raise ValueError(f"num_shapes must be in [2, {len(SHAPES)}], got {num_shapes}")
+    if not 2 <= num_colours <= len(COLOURS):
+        raise ValueError(f"num_colours must be in [2, {len(COLOURS)}], got {num_colours}")
+    if not 0.0 <= heldout_combos <= 0.5:
+        raise ValueError(f"heldout_combos must be in [0, 0.5], got {heldout_combos}")
+
+
 def make_world(seed: int, num_shapes: int, num_colours: int, heldout_combos: float) -> World:
     """Pick ``round(heldout_combos * S * C)`` held-out combinations (at least one when > 0).
 
@@ -70,12 +80,7 @@ def make_world(seed: int, num_shapes: int, num_colours: int, heldout_combos: flo
     held-out combinations spread over shapes and colours and, with ``heldout_combos <= 0.5``,
     every shape and every colour still occurs in training.
     """
-    if not 2 <= num_shapes <= len(SHAPES):
-        raise ValueError(f"num_shapes must be in [2, {len(SHAPES)}], got {num_shapes}")
-    if not 2 <= num_colours <= len(COLOURS):
-        raise ValueError(f"num_colours must be in [2, {len(COLOURS)}], got {num_colours}")
-    if not 0.0 <= heldout_combos <= 0.5:
-        raise ValueError(f"heldout_combos must be in [0, 0.5], got {heldout_combos}")
+    check_world(num_shapes, num_colours, heldout_combos)
     total = num_shapes * num_colours
     n_held = 0 if heldout_combos == 0 else max(1, round(heldout_combos * total))
     rng = np.random.default_rng([seed, 0])
