@@ -184,6 +184,17 @@ class PluginEntry:
         }
 
 
+def bind_params(factory: Callable[..., Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the factory's signature defaults filled in (for a ``check_params``).
+
+    A ``check_params`` classmethod written as ``p = bind_params(cls, params)`` reads every value,
+    given or default, without repeating the factory's signature.
+    """
+    bound = inspect.signature(factory).bind(**params)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from harness.registry import bind_params
 from harness.types import ClassificationSet, EvalSet, RetrievalSet
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval")
@@ -42,7 +43,7 @@ class ClipBenchmarkSets:
         limit: int | None = None,
         image_size: int = 224,
     ):
-        self.check_params(dataset, root, task=task, limit=limit, image_size=image_size)
+        self.check_params(dataset=dataset, root=root, task=task, limit=limit, image_size=image_size)
         self.dataset = dataset
         self.root = root.format(dataset=dataset, dataset_cleaned=dataset.replace("/", "-"))
         if not Path(self.root).exists():
@@ -53,17 +54,12 @@ class ClipBenchmarkSets:
         self.image_size = image_size
         self._sets: list[EvalSet] | None = None
 
-    @staticmethod
-    def check_params(
-        dataset: str,
-        root: str,
-        split: str = "test",
-        task: Literal["auto", "zeroshot_classification", "zeroshot_retrieval"] = "auto",
-        limit: int | None = None,
-        image_size: int = 224,
-    ) -> None:
+    @classmethod
+    def check_params(cls, **params: Any) -> None:
         """Raise ``ValueError`` naming the first bad param (``harness validate`` calls this; the
         ``root`` folder is checked when the dataset is built)."""
+        p = bind_params(cls, params)
+        dataset, task, limit, image_size = p["dataset"], p["task"], p["limit"], p["image_size"]
         if not dataset:
             raise ValueError("dataset: give a clip_benchmark dataset name, e.g. wds/vtab/cifar10 or cifar10")
         if task not in ("auto",) + TASKS:

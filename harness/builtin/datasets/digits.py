@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.registry import bind_params
 from harness.types import ClassificationSet, EvalSet, RetrievalSet
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -85,9 +86,11 @@ class DigitsDataset:
         self.images = upscale(data.images / 16.0, image_size)
         self.train_idx, self.eval_idx = stratified_split(self.labels, eval_fraction, seed)
 
-    @staticmethod
-    def check_params(image_size: int = 32, eval_fraction: float = 0.2, seed: int = 0) -> None:
+    @classmethod
+    def check_params(cls, **params: Any) -> None:
         """Raise ``ValueError`` naming the first out-of-range param (``harness validate`` calls this)."""
+        p = bind_params(cls, params)
+        image_size, eval_fraction = p["image_size"], p["eval_fraction"]
         if not 8 <= image_size <= 512:
             raise ValueError(f"image_size must be in [8, 512], got {image_size}")
         if not 0.0 < eval_fraction < 1.0:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.registry import bind_params
 from harness.types import EvalSet, RetrievalSet
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -105,7 +106,7 @@ class ImageTextFiles:
         eval_fraction: float = 0.1,
         seed: int = 0,
     ):
-        self.check_params(path, image_size=image_size, eval_fraction=eval_fraction, separator=separator)
+        self.check_params(path=path, image_size=image_size, eval_fraction=eval_fraction, separator=separator)
         self.path = path
         self.image_key = image_key
         self.caption_key = caption_key
@@ -125,21 +126,15 @@ class ImageTextFiles:
             self._check_header()
         self._data: tuple[np.ndarray, list[list[str]], _Loaded] | None = None
 
-    @staticmethod
-    def check_params(
-        path: str,
-        image_key: str = "filepath",
-        caption_key: str = "title",
-        separator: str | None = None,
-        image_size: int = 224,
-        eval_fraction: float = 0.1,
-        seed: int = 0,
-    ) -> None:
+    @classmethod
+    def check_params(cls, **params: Any) -> None:
         """Raise ``ValueError`` naming the first bad param (``harness validate`` calls this).
 
         The files themselves are checked when the dataset is built, so a suite for data that lives
         on another machine still validates here.
         """
+        p = bind_params(cls, params)
+        path, image_size, eval_fraction, separator = p["path"], p["image_size"], p["eval_fraction"], p["separator"]
         if not 8 <= image_size <= 1024:
             raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
         if not 0.0 < eval_fraction < 1.0:

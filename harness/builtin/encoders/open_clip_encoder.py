@@ -30,6 +30,7 @@ from typing import Any, Literal, Sequence
 import torch
 
 from harness.builtin.encoders.preprocess import ImagePreprocessor
+from harness.registry import bind_params
 
 FREEZE = ("none", "text", "image")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -167,18 +168,13 @@ class OpenClipEncoder:
 
     pair_modality: Literal["text", "image"] = "text"
 
-    @staticmethod
-    def check_params(
-        model: str = "harness-tiny-vit",
-        pretrained: str | None = None,
-        embed_dim: int | None = None,
-        freeze: Literal["none", "text", "image"] = "none",
-        precision: Literal["fp32", "bf16", "fp16"] | None = None,
-        augment: bool = False,
-    ) -> str:
+    @classmethod
+    def check_params(cls, **params: Any) -> str:
         """Check the params without building the model (``harness validate`` calls this); returns
         the open_clip config name. Weights are looked up only when the encoder is built, so a suite
         for a machine that has them still validates here."""
+        p = bind_params(cls, params)
+        model, pretrained, embed_dim, freeze, precision = (p[k] for k in ("model", "pretrained", "embed_dim", "freeze", "precision"))
         if embed_dim is not None and (isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1):
             raise ValueError(f"embed_dim: expected a positive integer or None, got {embed_dim!r}")
         if freeze not in FREEZE:
@@ -200,7 +196,9 @@ class OpenClipEncoder:
         precision: Literal["fp32", "bf16", "fp16"] | None = None,
         augment: bool = False,
     ):
-        self.config_name = self.check_params(model, pretrained, embed_dim, freeze, precision)
+        self.config_name = self.check_params(
+            model=model, pretrained=pretrained, embed_dim=embed_dim, freeze=freeze, precision=precision
+        )
 
         import open_clip
 

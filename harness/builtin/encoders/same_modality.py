@@ -20,6 +20,7 @@ from typing import Any, Literal, Sequence
 import torch
 
 from harness.builtin.encoders.preprocess import ImagePreprocessor
+from harness.registry import bind_params
 from harness.types import Skip
 
 VIEWS = ("identical", "augment")
@@ -46,15 +47,12 @@ class SameModalityEncoder:
 
     pair_modality: Literal["text", "image"] = "image"
 
-    @staticmethod
-    def check_params(
-        model: str = "harness-tiny-vit",
-        shared_init: bool = False,
-        views: Literal["identical", "augment"] = "identical",
-        precision: Literal["fp32", "bf16", "fp16"] | None = None,
-    ) -> tuple[str, dict]:
+    @classmethod
+    def check_params(cls, **params: Any) -> tuple[str, dict]:
         """Check the params without building the towers (``harness validate`` calls this); returns
         the open_clip config name and its config."""
+        p = bind_params(cls, params)
+        model, views, precision = p["model"], p["views"], p["precision"]
         if views not in VIEWS:
             raise ValueError(f"views: expected one of {', '.join(VIEWS)}, got {views!r}")
         if precision is not None and precision not in PRECISIONS:
@@ -76,7 +74,7 @@ class SameModalityEncoder:
         views: Literal["identical", "augment"] = "identical",
         precision: Literal["fp32", "bf16", "fp16"] | None = None,
     ):
-        self.config_name, config = self.check_params(model, shared_init, views, precision)
+        self.config_name, config = self.check_params(model=model, views=views, precision=precision)
 
         import open_clip
         from open_clip.model import _build_vision_tower

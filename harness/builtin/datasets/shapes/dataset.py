@@ -21,6 +21,7 @@ from harness.builtin.datasets.shapes.attributes import COLOURS, SHAPES
 from harness.builtin.datasets.shapes.grammar import captions, distinct_captions
 from harness.builtin.datasets.shapes.render import render
 from harness.builtin.datasets.shapes.world import Scenes, World, check_world, make_world, sample_scenes
+from harness.registry import bind_params
 from harness.types import ArithmeticSet, ArithmeticTriplet, ClassificationSet, EvalSet, RetrievalSet
 
 SHAPE_TEMPLATES = ["a {c}", "a picture of a {c}", "{c} shape", "an image of a {c}", "there is a {c}"]
@@ -66,8 +67,9 @@ class ShapesDataset:
         captions_per_image: int = 5,
         cache_dir: str | None = None,
     ):
-        self.check_params(image_size=image_size, train_size=train_size, eval_size=eval_size,
-                          two_object_prob=two_object_prob, captions_per_image=captions_per_image)
+        self.check_params(image_size=image_size, train_size=train_size, eval_size=eval_size, num_shapes=num_shapes,
+                          num_colours=num_colours, two_object_prob=two_object_prob,
+                          heldout_combos=heldout_combos, captions_per_image=captions_per_image)
         self.seed = seed
         self.image_size = image_size
         self.train_size = train_size
@@ -79,20 +81,12 @@ class ShapesDataset:
         self._pairs: ShapesPairs | None = None
         self._eval: list[EvalSet] | None = None
 
-    @staticmethod
-    def check_params(
-        seed: int = 0,
-        image_size: int = 32,
-        train_size: int = 20000,
-        eval_size: int = 1000,
-        num_shapes: int = 6,
-        num_colours: int = 8,
-        two_object_prob: float = 0.25,
-        heldout_combos: float = 0.125,
-        captions_per_image: int = 5,
-        cache_dir: str | None = None,
-    ) -> None:
+    @classmethod
+    def check_params(cls, **params: Any) -> None:
         """Raise ``ValueError`` naming the first out-of-range param (``harness validate`` calls this)."""
+        p = bind_params(cls, params)
+        image_size, train_size, eval_size = p["image_size"], p["train_size"], p["eval_size"]
+        two_object_prob, captions_per_image = p["two_object_prob"], p["captions_per_image"]
         if not 16 <= image_size <= 512:
             raise ValueError(f"image_size must be in [16, 512], got {image_size}")
         if train_size < 1:
@@ -103,7 +97,7 @@ class ShapesDataset:
             raise ValueError(f"two_object_prob must be in [0, 1], got {two_object_prob}")
         if captions_per_image < 1:
             raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
-        check_world(num_shapes, num_colours, heldout_combos)
+        check_world(p["num_shapes"], p["num_colours"], p["heldout_combos"])
 
     def _rng(self, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream])
