@@ -45,7 +45,9 @@ def bare_loop(steps: int, batch: int, seed: int) -> float:
     loss_fn = harness.create_loss("clip")
     pairs = dataset.train_pairs()
     params = list(encoder.model.parameters()) + list(loss_fn.parameters())
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.1)
+    # the harness's optimizer settings (fused AdamW: one kernel for all params; unfused it costs ~25%
+    # more per step here, which would hide the harness's own overhead)
+    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.1, fused=True)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pairs))
     t0 = None
