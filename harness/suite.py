@@ -311,8 +311,8 @@ def _built(kind: str, spec: PluginSpec, field: str, registry, build: bool = True
     The error names ``field.params.<p>`` for the first param its message mentions. Any other
     exception is a bug in the plugin and propagates (the CLI logs its traceback).
     """
-    factory = registry.get(kind, spec.name).factory
-    check = factory if build else getattr(factory, "check_params", None)
+    entry = registry.get(kind, spec.name)
+    check = entry.create if build else getattr(entry.factory, "check_params", None)
     if not callable(check):
         return
     try:
