@@ -20,12 +20,25 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line, printable
+from harness.params import ParamSpec, suggest
 
 
 def _print_load_errors(registry) -> None:
     for line in registry.load_errors:
         print(f"warning: {line}", file=sys.stderr)
+
+
+def _param_lines(info: dict) -> str:
+    """One line per parameter: ``name=default (limits): description``."""
+    lines = []
+    for name, p in info.items():
+        spec = ParamSpec(name=name, default=p["default"], type=p["type"], description=p["description"],
+                         limits=p["limits"] or {}, choices=p["choices"])
+        limits = spec.limits_text()
+        text = f"{name}={p['default']!r}" + (f" ({limits})" if limits else "")
+        lines.append(text + (f": {p['description']}" if p["description"] else ""))
+    return "\n".join(lines)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -34,18 +47,59 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     registry = get_registry()
     _print_load_errors(registry)
     plugins = registry.list()
+    if args.name:
+        plugins = [p for p in plugins if p["name"] == args.name]
+        if not plugins:
+            names = sorted({p["name"] for p in registry.list()})
+            raise HarnessError(f"no plugin named {args.name!r}{suggest(args.name, names)}; `harness plugins` lists them")
     if args.json:
         json.dump(plugins, sys.stdout, indent=2)
         sys.stdout.write("\n")
+        return 0
+    if args.name:
+        for p in plugins:
+            print(_plugin_detail(registry, p))
         return 0
     from tabulate import tabulate
 
     rows = []
     for p in plugins:
-        params = ", ".join(f"{k}={v!r}" for k, v in p["params"].items())
-        rows.append([p["kind"], p["name"], f"{p['distribution']} {p['version']}", p["description"], params])
-    print(tabulate(rows, headers=["kind", "name", "distribution", "description", "params"], maxcolwidths=[None, None, None, 50, 60]))
+        extra = ", ".join(p.get("extras") or p.get("supplies") or [])
+        rows.append([p["kind"], p["name"], f"{p['distribution']} {p['version']}", _wrap(p["description"], 40),
+                     _wrap(_param_lines(p["param_info"]), 60), _wrap(extra, 16)])
+    print(tabulate(rows, headers=["kind", "name", "distribution", "description", "params", "extras"],
+                   disable_numparse=True))
     return 0
+
+
+def _wrap(text: str, width: int) -> str:
+    """Each line of ``text`` wrapped at ``width`` (tabulate's own wrapping mangles some cells)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="  ") or "" for line in str(text).splitlines())
+
+
+def _plugin_detail(registry, p: dict) -> str:
+    """Everything about one plugin: where it comes from, its docstring, extras and every parameter."""
+    import inspect
+
+    from tabulate import tabulate
+
+    entry = registry.get(p["kind"], p["name"])
+    doc = inspect.getdoc(entry.factory) or p["description"]
+    lines = [f"{p['kind']} {p['name']}  ({p['distribution']} {p['version']})", "", doc, ""]
+    if p["kind"] == "loss":
+        lines.append(f"extras: {', '.join(p['extras']) or 'none'}")
+    if p["kind"] == "dataset":
+        lines.append(f"supplies: {', '.join(p['supplies']) or 'nothing beyond pairs'}")
+    rows = []
+    for name, i in p["param_info"].items():
+        spec = ParamSpec(name, i["default"], i["type"], i["description"], i["limits"] or {}, i["choices"])
+        rows.append([name] + [_wrap(v, w) for v, w in ((i["type"], 24), (repr(i["default"]), 24),
+                                                        (spec.limits_text(), 24), (i["description"], 60))])
+    lines.append(tabulate(rows, headers=["param", "type", "default", "limits", "description"], disable_numparse=True)
+                 if rows else "params: none")
+    return "\n".join(lines) + "\n"
 
 
 def _load(path: str):
@@ -62,7 +116,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     suite, jobs = _load(args.suite)
     print(f"{args.suite}: suite {suite.name!r} is valid: {len(jobs)} job(s)")
     for job in jobs:
-        print(f"  {job.id}  {job.display}")
+        print(f"  {job.id}  {printable(job.display)}")
     return 0
 
 
@@ -85,8 +139,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.reevaluate import reevaluate
 
-    failed = reevaluate(args.runs_dir, evaluations=args.evaluation)
-    return 0 if not failed else 1
+    bad, failed = reevaluate(args.runs_dir, evaluations=args.evaluation)
+    if bad:
+        print(f"error: {len(bad)} job(s) could not be re-evaluated (bad input, said above)", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -124,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         "List every plugin (kind, name, distribution, version, description, params with defaults). "
         "Plugins that fail to load are reported on stderr.",
     )
+    p.add_argument("name", nargs="?", default=None, help="show one plugin in full (every parameter with its "
+                   "type, default, limits and description)")
     p.add_argument("--json", action="store_true", help="print list_plugins() as JSON (load errors go to stderr)")
     p.set_defaults(func=cmd_plugins)
 
@@ -189,8 +248,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("HARNESS_DEBUG"):
             raise
-        from harness.registry import one_line
-
         log = _write_crash_log(args.command)
         print(
             f"error: internal error in `harness {args.command}` ({one_line(exc)}); this is a bug in the harness "

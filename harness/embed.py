@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.train import autocast
+from harness.precision import autocast
 from harness.types import EmbeddedSet, EvalSet, RetrievalSet
 
 

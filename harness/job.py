@@ -2,14 +2,15 @@
 
 Its id is a stable short hash of what determines its numbers (plugin names and resolved params,
 train config, seed, evaluations), so re-running a suite finds the jobs it already finished.
-Labels, the suite name, what is saved and the resources do not change the numbers and are left out.
+Labels, the suite name, what is saved, the resources and the suite's choice of main score do not
+change the numbers and are left out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -45,6 +46,7 @@ class Job:
     evaluations: list[PluginSpec]
     save: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
+    main_score: str | None = None  # the suite's explicit main score, "<evaluation>.<key>" (not in the id)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -75,7 +77,8 @@ class Job:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Job":
-        d = {k: v for k, v in d.items() if k != "id"}
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
         for key in ("objective", "encoder", "dataset"):
             d[key] = PluginSpec(**d[key])
         d["evaluations"] = [PluginSpec(**e) for e in d["evaluations"]]

@@ -9,20 +9,20 @@ or whose hook raises, is reported in ``load_errors`` (one line each) and the oth
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata as md
 import inspect
 import os
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pluggy
 
 from harness import hookspecs
-from harness.errors import HarnessError, PluginConflict, PluginNotFound
+from harness import params as params_mod
+from harness.errors import HarnessError, PluginConflict, PluginNotFound, one_line
+from harness.params import REQUIRED, bind_params  # noqa: F401 - re-exported (older plugins import them here)
 
 KINDS = ("loss", "encoder", "dataset", "evaluation")
 HOOKS = {
@@ -38,40 +38,11 @@ BUILTIN_MODULES = (
     "harness.builtin.evaluations",
 )
 DISTRIBUTION = "contrastive-harness"
-REQUIRED = "<required>"
 
 
 def normalize_distribution(name: str) -> str:
     """PEP 503 normal form, so ``harness_example_loss`` and ``Harness-Example-Loss`` match."""
     return re.sub(r"[-_.]+", "-", name).lower().strip()
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for reports that must stay on one line."""
-    text = str(exc).strip()
-    first = text.splitlines()[0].strip() if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _is_plain(value: Any) -> bool:
-    """JSON-native data (tuples allowed), i.e. what a job record can hold and hash stably."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
-def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    return repr(value)
 
 
 @dataclass
@@ -87,122 +58,57 @@ class PluginEntry:
     signature: inspect.Signature = field(repr=False, default=None)  # type: ignore[assignment]
 
     @property
-    def accepts_any(self) -> bool:
-        return any(p.kind is p.VAR_KEYWORD for p in self.signature.parameters.values())
-
-    @property
     def params(self) -> dict[str, Any]:
         """Parameter name -> default (``"<required>"`` when it has none), JSON-safe."""
-        out = {}
-        for p in self.signature.parameters.values():
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            out[p.name] = REQUIRED if p.default is p.empty else _json_safe(p.default)
-        return out
+        return params_mod.defaults(self.factory, self.signature)
 
-    def _defaults(self) -> dict[str, Any]:
-        """The raw defaults (not made JSON-safe) of the params that have one."""
-        return {
-            p.name: p.default
-            for p in self.signature.parameters.values()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is not p.empty
-        }
+    def param_specs(self) -> dict[str, params_mod.ParamSpec]:
+        """Each parameter's default, type, description and limits (see ``harness.params``)."""
+        return params_mod.param_specs(self.factory, self.signature)
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        """The loss extras the factory declares (``extras`` on the class); () for other kinds."""
+        return declared_extras(self.factory) if self.kind == "loss" else ()
+
+    @property
+    def supplies(self) -> tuple[str, ...]:
+        """What a dataset factory declares it supplies beyond pairs (e.g. ``text_negatives``)."""
+        return tuple(getattr(self.factory, "supplies", ()) or ()) if self.kind == "dataset" else ()
 
     def resolve(self, params: dict[str, Any] | None, where: str = "params") -> dict[str, Any]:
-        """The params with defaults filled in and values coerced to their annotations.
-
-        Unknown or missing names and values of the wrong type raise ``HarnessError`` naming
-        ``where.<param>``. A value pydantic coerces (``1`` for a ``float``, ``"1e-3"`` as PyYAML
-        reads it) is stored coerced, so equal settings spelled differently resolve identically.
-        """
-        params = dict(params or {})
-        known = self.params
-        if not self.accepts_any:
-            unknown = sorted(set(params) - set(known), key=str)
-            if unknown:
-                hint = _suggest(str(unknown[0]), list(known))
-                listing = ", ".join(known) or "none"
-                raise HarnessError(
-                    f"{where}.{unknown[0]}: {self.kind} {self.name!r} has no parameter {unknown[0]!r}"
-                    f"{hint}; its parameters: {listing}"
-                )
-        missing = [k for k, v in known.items() if v == REQUIRED and k not in params]
-        if missing:
-            raise HarnessError(f"{where}.{missing[0]}: required by {self.kind} {self.name!r}")
-        resolved = self._defaults()
-        resolved.update(params)
-        return self._check_types(resolved, list(params), where)
-
-    def _hints(self) -> dict[str, Any]:
-        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
-        try:
-            return typing.get_type_hints(target)
-        except Exception:  # unresolvable annotations: no type check, the factory still validates
-            return {}
-
-    def _check_types(self, params: dict[str, Any], given: list[str], where: str) -> dict[str, Any]:
-        """Validate the given values against the factory's annotations (pydantic, lax mode).
-
-        Booleans are only accepted where the annotation admits a bool (pydantic would turn
-        ``true`` into ``1`` for an ``int``). Defaults are trusted as written.
-        """
-        import pydantic
-
-        hints = self._hints()
-        out = dict(params)
-        for key in given:  # in the suite's order: the first bad value is the one reported
-            ann, value = hints.get(key), params[key]
-            if ann is None or value is None:
-                continue
-            try:
-                adapter = pydantic.TypeAdapter(ann)
-            except Exception:  # an annotation pydantic cannot handle: skip the check
-                continue
-            try:
-                coerced = adapter.validate_python(value, strict=True if isinstance(value, bool) else None)
-            except pydantic.ValidationError as exc:
-                err = exc.errors()[0]
-                sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-                raise HarnessError(f"{where}.{key}{sub}: {err['msg']} (got {_short(value)})") from None
-            except Exception:
-                continue
-            if _is_plain(coerced):
-                out[key] = coerced
-        return out
+        """The params with defaults filled in, validated and coerced (see ``harness.params.resolve``)."""
+        return params_mod.resolve(self.factory, params, f"{self.kind} {self.name!r}", where, self.signature)
 
     def create(self, **params: Any) -> Any:
         return self.factory(**params)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.kind,
             "name": self.name,
             "distribution": self.distribution,
             "version": self.version,
             "description": self.description,
             "params": self.params,
+            "param_info": {k: v.as_dict() for k, v in self.param_specs().items()},
         }
+        if self.kind == "loss":
+            out["extras"] = list(self.extras)
+        if self.kind == "dataset":
+            out["supplies"] = list(self.supplies)
+        return out
 
 
-def bind_params(factory: Callable[..., Any], params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with the factory's signature defaults filled in (for a ``check_params``).
-
-    A ``check_params`` classmethod written as ``p = bind_params(cls, params)`` reads every value,
-    given or default, without repeating the factory's signature.
-    """
-    bound = inspect.signature(factory).bind(**params)
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def declared_extras(obj: Any) -> tuple[str, ...]:
+    """A loss's (or loss factory's) ``extras`` attribute as a tuple of names; () when absent."""
+    extras = getattr(obj, "extras", ()) or ()
+    if isinstance(extras, str):
+        return (extras,)
+    try:
+        return tuple(extras)
+    except TypeError:
+        return (extras,)
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -342,7 +248,7 @@ class Registry:
             return self.plugins[kind][name]
         except (KeyError, TypeError):
             names = sorted(self.plugins[kind])
-            hint = _suggest(str(name), names)
+            hint = params_mod.suggest(str(name), names)
             raise PluginNotFound(
                 f"unknown {kind} {name!r}{hint}; available: {', '.join(names) or 'none'}"
             ) from None

@@ -1,7 +1,7 @@
-"""The records and protocols that plugins and the core exchange.
+"""The records and protocols that plugins and the core exchange: the plugin contract.
 
-Everything a plugin author needs to implement an encoder, a dataset or an evaluation is here;
-losses need nothing beyond ``torch.nn.Module`` (see ``harness.builtin.losses``).
+Everything a plugin author needs to implement a loss, an encoder, a dataset or an evaluation is
+here; ``harness.testing`` checks a plugin against it with real calls.
 
 Images travel as an ``ImageBatch``: either a uint8 numpy array of shape (N, H, W, 3) (fast path:
 the built-in synthetic and digits datasets) or a list of ``PIL.Image`` (real files of mixed
@@ -17,6 +17,42 @@ import numpy as np
 import torch
 
 ImageBatch = Union[np.ndarray, list]  # uint8 (N, H, W, 3) array, or a list of PIL images
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+
+#: What a loss may ask for beyond the two embedding batches (its ``extras`` attribute), passed by
+#: the trainer as keyword arguments of ``forward``:
+#: - ``step``: int, the 0-based index of the optimizer step being computed;
+#: - ``total_steps``: int, the job's number of optimizer steps;
+#: - ``image_raw``, ``text_raw``: (N, d) each tower's projected output before L2 normalisation,
+#:   in the graph (float32);
+#: - ``text_negatives``: (N, K, d) L2-normalised embeddings, from the same text tower and in the
+#:   graph, of K hard-negative captions per pair, supplied by the dataset.
+LOSS_EXTRAS: tuple[str, ...] = ("step", "total_steps", "image_raw", "text_raw", "text_negatives")
+#: The extras that come from the dataset: a dataset factory lists those it can supply in its
+#: ``supplies`` attribute, and ``harness validate`` refuses a loss that needs one its dataset lacks.
+SUPPLIED_EXTRAS: tuple[str, ...] = ("text_negatives",)
+#: The extras that are batch-shaped (first dimension N): gathered across ranks like the embeddings.
+BATCH_EXTRAS: tuple[str, ...] = ("image_raw", "text_raw", "text_negatives")
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """What a loss plugin's factory returns: a ``torch.nn.Module`` with this ``forward``.
+
+    ``forward(image_features, text_features, **extras) -> dict[str, Tensor]``: both inputs are
+    L2-normalised (N, d) embeddings, row i of each forming a pair (possibly half precision: cast
+    up inside). It returns named scalar terms, each already weighted; the training loss is their
+    sum and each is logged. ``extras`` (a tuple of names from ``LOSS_EXTRAS``, on the class or the
+    instance; default ``()``) says which extras the trainer passes, exactly those, as keyword
+    arguments. Learnable scalars (``logit_scale`` = log(1 / temperature), ``logit_bias``) are the
+    loss's own ``nn.Parameter``s. Raise ``ValueError`` where the loss is undefined (e.g. a batch
+    of one) rather than returning NaN. The trainer calls ``forward`` exactly once per step.
+    """
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, **extras: Any) -> dict[str, torch.Tensor]: ...
 
 
 class Skip(Exception):
@@ -40,6 +76,19 @@ class PairSource(Protocol):
     def __len__(self) -> int: ...
 
     def get_batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[ImageBatch, list[str]]: ...
+
+
+class NegativesSource(PairSource, Protocol):
+    """A ``PairSource`` of a dataset that supplies ``text_negatives`` (its factory's ``supplies``).
+
+    ``get_batch_with_negatives(indices, rng)`` returns ``(images, captions, negatives)``, the first
+    two as ``get_batch`` would, and ``negatives`` a list of N lists of K hard-negative captions
+    (K fixed by the dataset), none equal to its positive caption.
+    """
+
+    def get_batch_with_negatives(
+        self, indices: np.ndarray, rng: np.random.Generator
+    ) -> tuple[ImageBatch, list[str], list[list[str]]]: ...
 
 
 @dataclass
@@ -106,7 +155,14 @@ EvalSet = Union[ClassificationSet, RetrievalSet, ArithmeticSet]
 
 @runtime_checkable
 class Dataset(Protocol):
-    """What a dataset plugin's factory returns."""
+    """What a dataset plugin's factory returns.
+
+    ``eval_sets()`` returns the evaluation sets the leaderboard reports. A dataset whose factory
+    lists ``"validation"`` in its ``splits`` attribute also answers ``eval_sets(split="validation")``
+    with sets of the same kinds and names drawn disjointly from the reported ones (and from
+    training): tuning selects on those. A factory's ``supplies`` attribute lists the loss extras the
+    dataset can supply (``SUPPLIED_EXTRAS``; its ``train_pairs()`` is then a ``NegativesSource``).
+    """
 
     def train_pairs(self) -> PairSource: ...
 
@@ -152,6 +208,19 @@ class Encoder(Protocol):
 # --------------------------------------------------------------------------------------------
 # Evaluations
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MainScore:
+    """The key of an evaluation's result that ranks objectives, as the evaluation declares it.
+
+    ``key`` is a dotted path under the evaluation's result; one component may be ``*``, meaning the
+    mean over every key that matches (e.g. ``*.image_to_text_r1``: the mean over retrieval sets).
+    """
+
+    key: str
+    description: str
+    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)
@@ -217,6 +286,14 @@ class Evaluation(Protocol):
 
     ``evaluate(ctx)`` returns a (possibly nested) dict of floats, e.g. ``{"shape": {"top1": 0.8}}``;
     it raises ``Skip`` when nothing applies. ``metric_info`` describes the leaf keys.
+
+    Optional:
+    - ``main_score``: a ``MainScore`` naming the key that ranks objectives on a leaderboard (the
+      first evaluation of a suite that declares one and has values ranks it, unless the suite
+      names one with ``main_score:``).
+    - ``reference_rows(ctx) -> {row: {key: value}}``: floors and ceilings computed from the
+      evaluation sets (chance, an oracle, a raw-pixel probe...), keyed like the evaluation's own
+      result (dotted paths); the leaderboard shows them as marked rows, never ranked.
     """
 
     metric_info: dict[str, MetricInfo]

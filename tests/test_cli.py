@@ -81,8 +81,12 @@ def test_plugins_json_is_exactly_list_plugins(cli, fake_on_path, use_registry):
     code, out, err = cli("plugins", "--json")
     assert code == 0
     assert json.loads(out) == harness.list_plugins()
-    assert {"kind": "encoder", "name": "fake_tower", "distribution": "harness-fake", "version": "1.2.3",
-            "description": "Fake two-tower encoder.", "params": {"dim": 8, "arch": "tiny", "pretrained": False}} in json.loads(out)
+    (tower,) = [p for p in json.loads(out) if p["name"] == "fake_tower"]
+    assert {k: tower[k] for k in ("kind", "name", "distribution", "version", "description", "params")} == {
+        "kind": "encoder", "name": "fake_tower", "distribution": "harness-fake", "version": "1.2.3",
+        "description": "Fake two-tower encoder.", "params": {"dim": 8, "arch": "tiny", "pretrained": False}}
+    assert tower["param_info"]["dim"] == {"type": "int", "default": 8, "required": False, "description": "",
+                                          "limits": {}, "choices": None}
     assert err == "warning: plugin dist-broken failed in harness_register_datasets: OSError: cannot open /data/shards\n"
 
 
@@ -90,10 +94,28 @@ def test_plugins_table(cli, fake_registry):
     code, out, err = cli("plugins")
     assert code == 0 and err == ""
     header = out.splitlines()[0].split()
-    assert header == ["kind", "name", "distribution", "description", "params"]
-    row = next(line for line in out.splitlines() if " fake_needs " in line)
-    assert row.split()[:4] == ["loss", "fake_needs", "harness-fake", "1.2.3"]
-    assert "weight='<required>', dim=4" in row
+    assert header == ["kind", "name", "distribution", "description", "params", "extras"]
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if " fake_needs " in line)
+    assert lines[at].split()[:4] == ["loss", "fake_needs", "harness-fake", "1.2.3"]
+    assert "weight='<required>'" in lines[at] and "dim=4" in lines[at + 1]  # one parameter a line
+    clip = next(i for i, line in enumerate(lines) if line.startswith("loss") and " clip " in line)
+    cell = " ".join(lines[clip:clip + 4])
+    assert "temperature=0.07 (>= 0.01, <= 100.0): initial temperature" in cell  # limits and description
+
+
+def test_plugins_name_shows_one_plugin_in_full(cli, fake_registry):
+    code, out, err = cli("plugins", "cua")
+    assert code == 0 and err == ""
+    assert out.startswith("loss cua  (contrastive-harness ")
+    assert "extras: none" in out
+    row = next(line for line in out.splitlines() if line.startswith("uniformity_weight "))
+    assert row.split()[:5] == ["uniformity_weight", "float", "1.0", ">=", "0,"] and "in-modal uniformity" in row
+    code, out, err = cli("plugins", "cau")
+    assert code == 2 and out == "" and err.startswith("error: no plugin named 'cau' (did you mean 'cua'?)")
+    code, out, _ = cli("plugins", "digits", "--json")
+    (digits,) = json.loads(out)
+    assert digits["supplies"] == [] and digits["param_info"]["image_size"]["limits"] == {"ge": 8, "le": 512}
 
 
 # --- validate ------------------------------------------------------------------------------------

@@ -413,13 +413,11 @@ def test_bad_shapes_and_params_are_clear_errors():
         loss(torch.zeros(4, 8), torch.zeros(3, 8))
     with pytest.raises(ValueError, match="empty"):
         loss(torch.zeros(0, 8), torch.zeros(0, 8))
-    from harness.builtin.losses import LOSSES
-
-    bad = [
+    bad = [  # limits declared once, in each factory's signature, checked by the registry
         ("clip", {"temperature": 0.0}, "temperature"),
         ("clip", {"temperature": -0.1}, "temperature"),
         ("clip", {"temperature": float("nan")}, "temperature"),
-        ("cua", {"temperature": 0.001}, "temperature must be >= 0.01"),
+        ("cua", {"temperature": 0.001}, r"temperature: Input should be greater than or equal to 0\.01"),
         ("dcl", {"learnable_temperature": "yes"}, "learnable_temperature"),
         ("cua", {"uniformity_weight": -1.0}, "uniformity_weight"),
         ("cuaxu", {"cross_uniformity_weight": float("inf")}, "cross_uniformity_weight"),
@@ -429,7 +427,7 @@ def test_bad_shapes_and_params_are_clear_errors():
     ]
     for name, params, match in bad:
         with pytest.raises(ValueError, match=match):
-            LOSSES[name](**params)
+            harness.create_loss(name, **params)
 
 
 # ---------------------------------------------------------------- a tiny training run

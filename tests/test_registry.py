@@ -34,6 +34,13 @@ def test_list_plugins_reads_params_defaults_and_descriptions(fake_registry):
         "version": "1.2.3",  # read from the distribution's metadata
         "description": "Fake CLIP loss: symmetric cross-entropy over cosine logits / temperature.",
         "params": {"temperature": 0.07, "learn_temperature": False},  # a class: __init__ without self
+        "param_info": {  # v1 plugins: plain annotations, no description or limits
+            "temperature": {"type": "float", "default": 0.07, "required": False, "description": "", "limits": {},
+                            "choices": None},
+            "learn_temperature": {"type": "bool", "default": False, "required": False, "description": "",
+                                  "limits": {}, "choices": None},
+        },
+        "extras": [],  # a v1 loss declares none
     }
     assert _entry("loss", "fake_cua")["params"] == {
         "uniformity_weight": 1.0, "alignment_weight": 1.0, "temperature": 0.07, "reduction": "sum",
@@ -297,9 +304,11 @@ def test_builtins_load_cleanly_and_resolve_their_own_defaults(builtins):
         assert entry.distribution == DISTRIBUTION and entry.version == harness.__version__
         assert entry.description and "\n" not in entry.description, entry.name
         assert re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", entry.name), entry.name
-        json.dumps(entry._defaults())  # plain data: resolved params go into the job record and its id
         if REQUIRED not in entry.params.values():
-            entry.resolve({})  # defaults type-check against the factory's own annotations
+            resolved = entry.resolve({})  # defaults type-check against the factory's own annotations
+            json.dumps(resolved)  # plain data: resolved params go into the job record and its id
+        for name, spec in entry.param_specs().items():  # issue 12: every built-in parameter is described
+            assert spec.description, f"{entry.kind} {entry.name}: parameter {name!r} has no description"
     if builtins.plugins["loss"]:
         assert isinstance(builtins.create("loss", "clip"), torch.nn.Module)
 

@@ -14,7 +14,7 @@ from harness import hookimpl
 from harness.errors import HarnessError
 from harness.job import Job, PluginSpec
 from harness.registry import Registry
-from harness.suite import DEFAULT_EVALUATIONS, Suite, TrainConfig, default_label, expand, load_suite, parse_suite
+from harness.suite import DEFAULT_EVALUATIONS, Suite, TrainConfig, _check_factory, default_label, expand, load_suite, parse_suite
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 
@@ -242,22 +242,24 @@ def test_validate_calls_check_params_of_encoders_and_datasets_without_building_t
 
 
 @pytest.mark.parametrize("kind, name, params, where", [
-    ("encoder", "open_clip", {"model": "harness-tiny-vt"}, "model"),
-    ("encoder", "open_clip", {"embed_dim": -4}, "embed_dim"),
+    ("encoder", "open_clip", {"model": "harness-tiny-vt"}, "model"),  # check_params: a config that does not exist
+    ("encoder", "open_clip", {"embed_dim": -4}, "embed_dim"),  # the rest: limits in the factory's signature
     ("encoder", "same_modality", {"model": "no-such-config"}, "model"),
     ("dataset", "shapes", {"num_shapes": 1}, "num_shapes"),
     ("dataset", "shapes", {"heldout_combos": 0.9}, "heldout_combos"),
     ("dataset", "digits", {"image_size": 4}, "image_size"),
     ("dataset", "image_text_files", {"path": "pairs.csv", "separator": "::"}, "separator"),
-    ("dataset", "clip_benchmark", {"dataset": "cifar10", "root": "x", "task": "captions"}, "task"),
+    ("dataset", "clip_benchmark", {"dataset": "wds/cifar10", "root": "x", "task": "captions"}, "task"),
 ])
-def test_builtin_check_params_reject_what_their_constructors_reject(kind, name, params, where):
+def test_builtin_params_are_refused_at_validate_time_without_building(kind, name, params, where):
+    """Validate's two checks (the signature's limits, then check_params) refuse what building would."""
     registry = Registry(load_entrypoints=False)
     entry = registry.get(kind, name)
-    with pytest.raises(ValueError, match=where):
-        entry.factory.check_params(**params)
-    with pytest.raises(ValueError, match=where):
-        entry.create(**params)
+    spec = PluginSpec(name, params)
+    with pytest.raises(HarnessError, match=rf"\bparams\.{where}\b"):
+        resolved = entry.resolve(params, where="params")
+        spec = PluginSpec(name, resolved)
+        _check_factory(kind, spec, "", registry, build=False)
 
 
 def test_builtin_check_params_accept_the_shipped_suites_without_data_or_weights():

@@ -8,11 +8,11 @@ digit 7", ...); training batches draw one per image with the caller's rng.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
-from harness.registry import bind_params
 from harness.types import ClassificationSet, EvalSet, RetrievalSet
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -75,8 +75,15 @@ class DigitPairs:
 class DigitsDataset:
     """Real handwritten digits (scikit-learn load_digits, offline), upscaled and captioned."""
 
-    def __init__(self, image_size: int = 32, eval_fraction: float = 0.2, seed: int = 0):
-        self.check_params(image_size=image_size, eval_fraction=eval_fraction)
+    supplies: tuple[str, ...] = ()  # no hard-negative captions
+
+    def __init__(
+        self,
+        image_size: Annotated[int, Field(ge=8, le=512, description="side of the upscaled square images, in pixels")] = 32,
+        eval_fraction: Annotated[float, Field(gt=0, lt=1, description=(
+            "fraction of every digit held out for evaluation (stratified)"))] = 0.2,
+        seed: Annotated[int, Field(ge=0, le=2**31 - 1, description="seed of the split and the caption draws")] = 0,
+    ):
         from sklearn.datasets import load_digits
 
         data = load_digits()
@@ -85,16 +92,6 @@ class DigitsDataset:
         self.labels = data.target.astype(np.int64)
         self.images = upscale(data.images / 16.0, image_size)
         self.train_idx, self.eval_idx = stratified_split(self.labels, eval_fraction, seed)
-
-    @classmethod
-    def check_params(cls, **params: Any) -> None:
-        """Raise ``ValueError`` naming the first out-of-range param (``harness validate`` calls this)."""
-        p = bind_params(cls, params)
-        image_size, eval_fraction = p["image_size"], p["eval_fraction"]
-        if not 8 <= image_size <= 512:
-            raise ValueError(f"image_size must be in [8, 512], got {image_size}")
-        if not 0.0 < eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
 
     def train_pairs(self) -> DigitPairs:
         return DigitPairs(self.images[self.train_idx], self.labels[self.train_idx])

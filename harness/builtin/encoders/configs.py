@@ -13,6 +13,16 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+# A config name, an ``hf-hub:org/repo`` or a ``local-dir:PATH``: printable, no URL scheme, no quotes
+# or shell metacharacters (the value reaches open_clip and the filesystem).
+ModelName = Annotated[str, Field(
+    min_length=1, max_length=512, pattern=r"^(hf-hub:|local-dir:)?[A-Za-z0-9][A-Za-z0-9._/@+ -]*$",
+    description="an open_clip config name (open_clip.list_models() or a shipped harness-* config), "
+                "hf-hub:org/repo or local-dir:PATH")]
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 

@@ -25,15 +25,17 @@ import logging
 
 import os
 import re
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import torch
+from pydantic import Field
 
+from harness.builtin.encoders.configs import ModelName
 from harness.builtin.encoders.preprocess import ImagePreprocessor
-from harness.registry import bind_params
+from harness.errors import one_line
+from harness.params import bind_params
+from harness.precision import Precision
 
-FREEZE = ("none", "text", "image")
-PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 # keys whose shape follows embed_dim: ViT / text projections, timm and HF heads (``proj.0.weight``)
 _PROJECTION_KEY = re.compile(r"(^|\.)(proj|text_projection|head\.proj)(\.\d+)?(\.(weight|bias))?$")
@@ -60,11 +62,6 @@ def is_projection_key(key: str) -> bool:
     return bool(_PROJECTION_KEY.search(key))
 
 
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
-
-
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """A checkpoint file's tensors: ``torch.load(weights_only=True)`` (or safetensors); accepts a raw
     state_dict or ``{"state_dict": ...}`` and strips ``module.`` prefixes (DDP checkpoints)."""
@@ -77,7 +74,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(
-            f"pretrained: cannot read checkpoint {path} with weights_only=True ({_one_line(exc, 100)}); "
+            f"pretrained: cannot read checkpoint {path} with weights_only=True ({one_line(exc, 100)}); "
             f"save a plain state_dict with torch.save(model.state_dict(), path)"
         ) from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
@@ -145,7 +142,7 @@ def resolve_pretrained(name: str, pretrained: str | None) -> tuple[str | None, d
             checkpoint = open_clip.pretrained.download_pretrained(tag_cfg)
         except Exception as exc:
             raise ValueError(
-                f"pretrained: tag {pretrained!r} of {name!r} needs a download that failed ({_one_line(exc, 120)}); "
+                f"pretrained: tag {pretrained!r} of {name!r} needs a download that failed ({one_line(exc, 120)}); "
                 f"pass a local checkpoint path instead (pretrained=/path/to/weights.pt)"
             ) from None
         if not checkpoint or not os.path.isfile(checkpoint):
@@ -170,35 +167,30 @@ class OpenClipEncoder:
 
     @classmethod
     def check_params(cls, **params: Any) -> str:
-        """Check the params without building the model (``harness validate`` calls this); returns
-        the open_clip config name. Weights are looked up only when the encoder is built, so a suite
-        for a machine that has them still validates here."""
-        p = bind_params(cls, params)
-        model, pretrained, embed_dim, freeze, precision = (p[k] for k in ("model", "pretrained", "embed_dim", "freeze", "precision"))
-        if embed_dim is not None and (isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1):
-            raise ValueError(f"embed_dim: expected a positive integer or None, got {embed_dim!r}")
-        if freeze not in FREEZE:
-            raise ValueError(f"freeze: expected one of {', '.join(FREEZE)}, got {freeze!r}")
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or None, got {precision!r}")
-        if pretrained is not None and not isinstance(pretrained, str):
-            raise ValueError(f"pretrained: expected None, an open_clip tag or a checkpoint path, got {pretrained!r}")
+        """Check what the signature's annotations cannot, without building the model (``harness
+        validate`` calls this): that ``model`` names an open_clip config. Returns the config name.
+        Weights are looked up only when the encoder is built, so a suite for a machine that has
+        them still validates here."""
         from harness.builtin.encoders.configs import resolve_config_name
 
-        return resolve_config_name(model)
+        return resolve_config_name(bind_params(cls, params)["model"])
 
     def __init__(
         self,
-        model: str = "harness-tiny-vit",
-        pretrained: str | None = None,
-        embed_dim: int | None = None,
-        freeze: Literal["none", "text", "image"] = "none",
-        precision: Literal["fp32", "bf16", "fp16"] | None = None,
-        augment: bool = False,
+        model: ModelName = "harness-tiny-vit",
+        pretrained: Annotated[str | None, Field(max_length=1024, description=(
+            "None (random init), an open_clip pretrained tag (downloads) or a local checkpoint file "
+            "(read with weights_only=True)"))] = None,
+        embed_dim: Annotated[int | None, Field(ge=1, le=65536, description=(
+            "override the joint embedding dimension (new projections when loading a checkpoint)"))] = None,
+        freeze: Annotated[Literal["none", "text", "image"], Field(description=(
+            "lock one tower as in LiT (image: LiT proper)"))] = "none",
+        precision: Annotated[Precision | None, Field(description=(
+            "preferred autocast precision on CUDA (the suite's train.precision wins)"))] = None,
+        augment: Annotated[bool, Field(strict=True, description=(
+            "light position-preserving augmentation of training images (brightness, contrast, noise)"))] = False,
     ):
-        self.config_name = self.check_params(
-            model=model, pretrained=pretrained, embed_dim=embed_dim, freeze=freeze, precision=precision
-        )
+        self.config_name = self.check_params(model=model)
 
         import open_clip
 

@@ -15,16 +15,17 @@ For evaluations the "text" side of every set is the second tower's view of the i
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import torch
+from pydantic import Field
 
+from harness.builtin.encoders.configs import ModelName
 from harness.builtin.encoders.preprocess import ImagePreprocessor
-from harness.registry import bind_params
+from harness.params import bind_params
+from harness.precision import Precision
 from harness.types import Skip
 
-VIEWS = ("identical", "augment")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class TwoImageTowers(torch.nn.Module):
@@ -49,18 +50,14 @@ class SameModalityEncoder:
 
     @classmethod
     def check_params(cls, **params: Any) -> tuple[str, dict]:
-        """Check the params without building the towers (``harness validate`` calls this); returns
-        the open_clip config name and its config."""
-        p = bind_params(cls, params)
-        model, views, precision = p["model"], p["views"], p["precision"]
-        if views not in VIEWS:
-            raise ValueError(f"views: expected one of {', '.join(VIEWS)}, got {views!r}")
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or None, got {precision!r}")
+        """Check what the annotations cannot, without building the towers (``harness validate``
+        calls this): ``model`` names an open_clip config with a vision tower. Returns the config
+        name and its config."""
         import open_clip
 
         from harness.builtin.encoders.configs import resolve_config_name
 
+        model = bind_params(cls, params)["model"]
         name = resolve_config_name(model)
         config = open_clip.get_model_config(name)
         if not config or "vision_cfg" not in config:
@@ -69,12 +66,15 @@ class SameModalityEncoder:
 
     def __init__(
         self,
-        model: str = "harness-tiny-vit",
-        shared_init: bool = False,
-        views: Literal["identical", "augment"] = "identical",
-        precision: Literal["fp32", "bf16", "fp16"] | None = None,
+        model: ModelName = "harness-tiny-vit",
+        shared_init: Annotated[bool, Field(strict=True, description=(
+            "build both towers from identical weights (rules out the random inits' cone effect)"))] = False,
+        views: Annotated[Literal["identical", "augment"], Field(description=(
+            "identical pixels for both towers, or independent light augmentations when training"))] = "identical",
+        precision: Annotated[Precision | None, Field(description=(
+            "preferred autocast precision on CUDA (the suite's train.precision wins)"))] = None,
     ):
-        self.config_name, config = self.check_params(model=model, views=views, precision=precision)
+        self.config_name, config = self.check_params(model=model)
 
         import open_clip
         from open_clip.model import _build_vision_tower

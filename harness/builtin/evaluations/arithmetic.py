@@ -9,10 +9,12 @@ triplet's ``target_ids``. Words are embedded as given, each distinct word once.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+
+from pydantic import Field
 
 from harness.builtin.evaluations.keys import number_key, safe_key
 from harness.types import ArithmeticSet, EmbeddedSet, EvalContext, MetricInfo, Skip
@@ -46,12 +48,13 @@ def arithmetic_hits(
 class Arithmetic:
     """SIMAT-style multi-modal arithmetic: hit@1/5 of img(source) + lambda (text(target) - text(value))."""
 
-    def __init__(self, lambdas: list[float] = [0.5, 1.0, 2.0]) -> None:  # noqa: B006 (read-only default)
+    def __init__(
+        self,
+        lambdas: Annotated[list[Annotated[float, Field(ge=-1e3, le=1e3)]], Field(min_length=1, max_length=32, description=(
+            "the scales lambda of the query img(source) + lambda (text(target) - text(value)); one result per scale"))]
+        = [0.5, 1.0, 2.0],  # noqa: B006 (read-only default)
+    ) -> None:
         lambdas = [float(v) for v in lambdas]
-        if not lambdas:
-            raise ValueError("lambdas must list at least one scale, e.g. [0.5, 1.0, 2.0]")
-        if not all(math.isfinite(v) for v in lambdas):
-            raise ValueError(f"lambdas must be finite numbers, got {lambdas}")
         if len({number_key("lambda", v) for v in lambdas}) != len(lambdas):
             raise ValueError(f"lambdas must be distinct, got {lambdas}")
         self.lambdas = lambdas

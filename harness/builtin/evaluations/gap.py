@@ -7,7 +7,9 @@ embeddings; ``set`` names another.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from harness.builtin.evaluations.retrieval import paired_sets
 from harness.types import EmbeddedSet, EvalContext, MetricInfo, Skip
@@ -47,11 +49,15 @@ def select_paired_set(ctx: EvalContext, name: str | None) -> EmbeddedSet:
 class Gap:
     """Gap geometry (centroid distance, separability, uniformity, alignment, RMG, ...) of a paired set."""
 
-    def __init__(self, set: str | None = None, max_pairs: int | None = None, separability_max_pairs: int = 10000) -> None:
-        if max_pairs is not None and max_pairs < 1:
-            raise ValueError(f"max_pairs must be a positive integer or null, got {max_pairs}")
-        if separability_max_pairs < 2:
-            raise ValueError(f"separability_max_pairs must be >= 2, got {separability_max_pairs}")
+    def __init__(
+        self,
+        set: Annotated[str | None, Field(max_length=200, description=(
+            "the paired set to measure (default: the first retrieval set with paired embeddings)"))] = None,
+        max_pairs: Annotated[int | None, Field(ge=1, le=10**9, description=(
+            "sample this many pairs for the pairwise metrics (default: exact, all pairs)"))] = None,
+        separability_max_pairs: Annotated[int, Field(ge=2, le=10**7, description=(
+            "at most this many pairs enter the linear-separability probe"))] = 10000,
+    ) -> None:
         self.set_name = set
         self.max_pairs = max_pairs
         self.separability_max_pairs = separability_max_pairs

@@ -10,12 +10,13 @@ text tower, the zero-shot top-1 averaged over the classification sets.
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pydantic import Field
 
 from harness.builtin.evaluations.clip_benchmark_compat import accuracy
 from harness.builtin.evaluations.gap import select_paired_set
@@ -43,13 +44,15 @@ class GapShift:
 
     def __init__(
         self,
-        deltas: list[float] = [-0.5, 0.0, 0.5],  # noqa: B006 (read-only default)
-        include_measured_gap: bool = True,
-        set: str | None = None,
+        deltas: Annotated[list[Annotated[float, Field(ge=-10, le=10)]], Field(max_length=32, description=(
+            "shifts delta along the gap vector, applied as x - delta/2 u, y + delta/2 u (Liang et al. 2022)"))]
+        = [-0.5, 0.0, 0.5],  # noqa: B006 (read-only default)
+        include_measured_gap: Annotated[bool, Field(strict=True, description=(
+            "also shift by the measured gap (closing it)"))] = True,
+        set: Annotated[str | None, Field(max_length=200, description=(
+            "the paired set to shift (default: the first retrieval set)"))] = None,
     ) -> None:
         deltas = [float(d) for d in deltas]
-        if not all(math.isfinite(d) for d in deltas):
-            raise ValueError(f"deltas must be finite numbers, got {deltas}")
         if len({number_key("delta", d) for d in deltas}) != len(deltas):
             raise ValueError(f"deltas must be distinct, got {deltas}")
         if not deltas and not include_measured_gap:

@@ -8,13 +8,14 @@ CUDA and trains its own torch head, so it is not used.)
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from pydantic import Field
+
 from harness.builtin.evaluations.keys import safe_key
-from harness.types import ClassificationSet, EvalContext, MetricInfo, Skip
+from harness.types import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 
 METRICS = {"accuracy": MetricInfo("Linear probe accuracy", "downstream", True)}
 
@@ -48,13 +49,14 @@ def probe_accuracy(
 class LinearProbe:
     """Linear probe: logistic regression on frozen image embeddings (seeded stratified split), on CPU."""
 
-    def __init__(self, test_fraction: float = 0.5, C: float = 1.0, max_iter: int = 1000) -> None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        if not (math.isfinite(C) and C > 0):
-            raise ValueError(f"C must be a positive number, got {C}")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    main_score = MainScore("*.accuracy", "linear-probe accuracy (mean over classification sets)")
+
+    def __init__(
+        self,
+        test_fraction: Annotated[float, Field(gt=0, lt=1, description="fraction of each set held out to test the probe")] = 0.5,
+        C: Annotated[float, Field(gt=0, le=1e6, description="inverse L2 regularisation of the logistic regression")] = 1.0,
+        max_iter: Annotated[int, Field(ge=1, le=10**6, description="solver iterations of the logistic regression")] = 1000,
+    ) -> None:
         self.test_fraction, self.C, self.max_iter = float(test_fraction), float(C), int(max_iter)
         self.metric_info: dict[str, MetricInfo] = dict(METRICS)
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from harness.builtin.evaluations.keys import safe_key
-from harness.types import EmbeddedSet, EvalContext, MetricInfo, RetrievalSet, Skip
+from harness.types import EmbeddedSet, EvalContext, MainScore, MetricInfo, RetrievalSet, Skip
 
 KS = (1, 5, 10)
 METRICS = {
@@ -66,6 +66,8 @@ def paired_sets(ctx: EvalContext) -> list[EmbeddedSet]:
 
 class Retrieval:
     """Image<->text retrieval recall@1/5/10 (image<->view in the same-modality control)."""
+
+    main_score = MainScore("*.image_to_text_r1", "image→text R@1 (mean over retrieval sets)")
 
     def __init__(self) -> None:
         self.metric_info: dict[str, MetricInfo] = dict(METRICS)

@@ -5,6 +5,11 @@ class c, w_c = normalise(mean_t normalise(text(template_t.format(c=name_c)))), h
 prompt of every class encoded in one call. Scores are image_emb @ W^T; the metrics are those of
 clip_benchmark's ``metrics.zeroshot_classification.evaluate``: top-1, top-5 (>= 5 classes) and
 mean per-class recall (sklearn's balanced accuracy).
+
+The evaluation's main score is ``mean_top1``: the unweighted mean of top-1 over the attribute
+tasks, i.e. the classification sets tagged with an ``"attribute"`` (shape, colour, size, position,
+composition...), or over every set when none is tagged. Unweighted, so no single easy attribute
+dominates the ranking.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch.nn.functional as F
 
 from harness.builtin.evaluations.clip_benchmark_compat import accuracy
 from harness.builtin.evaluations.keys import safe_key
-from harness.types import ClassificationSet, EvalContext, MetricInfo, Skip
+from harness.types import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 
 METRICS = {
     "top1": MetricInfo("Zero-shot top-1", "downstream", True),
@@ -26,7 +31,7 @@ METRICS = {
     "mean_per_class_recall": MetricInfo("Zero-shot mean per-class recall", "downstream", True),
 }
 
-NO_TEXT = "zero-shot classification needs a text tower; this encoder pairs images with images"
+MEAN = "mean_top1"
 
 
 def class_weights(
@@ -63,22 +68,33 @@ def labels_of(record: ClassificationSet) -> torch.Tensor:
     return torch.as_tensor(np.asarray(record.labels), dtype=torch.long)
 
 
+def main_score_sets(records: list[ClassificationSet]) -> list[ClassificationSet]:
+    """The sets whose top-1 the main score averages: those tagged with an attribute, else all."""
+    tagged = [r for r in records if r.tags.get("attribute")]
+    return tagged or list(records)
+
+
 class ZeroShotClassification:
     """Zero-shot classification (top-1, top-5, mean per-class recall) with prompt-ensembled class weights."""
 
+    main_score = MainScore(MEAN, "zero-shot top-1, unweighted mean over the attribute tasks")
+
     def __init__(self) -> None:
-        self.metric_info: dict[str, MetricInfo] = dict(METRICS)
+        self.metric_info: dict[str, MetricInfo] = {
+            **METRICS, MEAN: MetricInfo("Zero-shot top-1 (mean over tasks)", "downstream", True)}
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         sets = ctx.of_type(ClassificationSet)
         if not sets:
             raise Skip("no classification sets")
         if not ctx.has_text:
-            raise Skip(NO_TEXT)
+            raise Skip(ctx.no_text_reason)
         out: dict[str, Any] = {}
         for es in sets:
             rec = es.record
             weights = class_weights(ctx.encode_texts, rec.classnames, rec.templates)
             scores = es.image_emb.float() @ weights.T
             out[safe_key(rec.name)] = classification_metrics(scores, labels_of(rec))
+        chosen = main_score_sets([es.record for es in sets])
+        out[MEAN] = float(np.mean([out[safe_key(r.name)]["top1"] for r in chosen]))
         return out

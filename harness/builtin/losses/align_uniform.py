@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from harness.builtin.losses.terms import alignment, check_weight, full_precision, prepare_features, uniformity, weighted
+from harness.builtin.losses.cua import AlignmentWeight, UniformityWeight
+from harness.builtin.losses.terms import alignment, full_precision, prepare_features, uniformity, weighted
 
 
 class AlignUniformLoss(nn.Module):
@@ -24,10 +25,14 @@ class AlignUniformLoss(nn.Module):
     ``uniformity_weight`` > 0.
     """
 
-    def __init__(self, alignment_weight: float = 1.0, uniformity_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        alignment_weight: AlignmentWeight = 1.0,
+        uniformity_weight: UniformityWeight = 1.0,
+    ) -> None:
         super().__init__()
-        self.alignment_weight = check_weight("alignment_weight", alignment_weight)
-        self.uniformity_weight = check_weight("uniformity_weight", uniformity_weight)
+        self.alignment_weight = float(alignment_weight)
+        self.uniformity_weight = float(uniformity_weight)
         if self.alignment_weight == 0 and self.uniformity_weight == 0:
             raise ValueError("alignment_weight and uniformity_weight are both 0: the loss would be constant")
 

@@ -11,9 +11,11 @@ s = exp(logit_scale) = 1 / temperature (clamped at 100)::
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from harness.builtin.losses.terms import full_precision, prepare_features
@@ -22,24 +24,10 @@ MAX_SCALE = 100.0
 MAX_LOGIT_SCALE = math.log(MAX_SCALE)
 
 
-def check_temperature(temperature: float, name: str = "temperature") -> float:
-    """The initial temperature: a finite number with 1/temperature <= 100, else ``ValueError``."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-        raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
-    if temperature <= 0:
-        raise ValueError(f"{name} must be > 0, got {temperature!r}")
-    if 1.0 / temperature > MAX_SCALE * (1 + 1e-9):
-        raise ValueError(
-            f"{name} must be >= {1 / MAX_SCALE} (the logit scale 1/temperature is clamped at {MAX_SCALE:g}), "
-            f"got {temperature!r}"
-        )
-    return float(temperature)
-
-
-def check_flag(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
+Temperature = Annotated[float, Field(ge=1 / MAX_SCALE, le=100.0, description=(
+    "initial temperature tau; logits are cos / tau, so 1/tau is at most 100 (open_clip's clamp)"))]
+LearnableTemperature = Annotated[bool, Field(strict=True, description=(
+    "learn log(1/tau) with the model (else a fixed buffer)"))]
 
 
 def scalar_state(module: nn.Module, name: str, value: float, learnable: bool) -> None:
@@ -59,8 +47,7 @@ class TemperatureLoss(nn.Module):
 
     def __init__(self, temperature: float, learnable_temperature: bool) -> None:
         super().__init__()
-        temperature = check_temperature(temperature)
-        self.learnable_temperature = check_flag("learnable_temperature", learnable_temperature)
+        self.learnable_temperature = bool(learnable_temperature)
         scalar_state(self, "logit_scale", math.log(1.0 / temperature), self.learnable_temperature)
 
     def scale(self) -> Tensor:
@@ -83,7 +70,7 @@ class ClipLoss(TemperatureLoss):
     Terms: ``contrastive``. ``temperature`` is the initial temperature (s = 1/temperature, at most 100).
     """
 
-    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = True) -> None:
+    def __init__(self, temperature: Temperature = 0.07, learnable_temperature: LearnableTemperature = True) -> None:
         super().__init__(temperature, learnable_temperature)
 
     @full_precision

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from harness.builtin.losses.clip import TemperatureLoss, clip_contrastive
+from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss, clip_contrastive
 from harness.builtin.losses.terms import (
+    Weight,
     alignment,
-    check_weight,
     cross_uniformity,
     full_precision,
     prepare_features,
     uniformity,
     weighted,
 )
+
+UniformityWeight = Weight("weight of the in-modal uniformity term 0.5 (unif(X) + unif(Y))")
+AlignmentWeight = Weight("weight of the alignment term mean_i ||x_i - y_i||^2")
+CrossUniformityWeight = Weight("weight of the cross-modal uniformity term")
+
 
 
 class CuaLoss(TemperatureLoss):
@@ -39,14 +44,14 @@ class CuaLoss(TemperatureLoss):
 
     def __init__(
         self,
-        temperature: float = 0.01,
-        learnable_temperature: bool = False,
-        uniformity_weight: float = 1.0,
-        alignment_weight: float = 1.0,
+        temperature: Temperature = 0.01,
+        learnable_temperature: LearnableTemperature = False,
+        uniformity_weight: UniformityWeight = 1.0,
+        alignment_weight: AlignmentWeight = 1.0,
     ) -> None:
         super().__init__(temperature, learnable_temperature)
-        self.uniformity_weight = check_weight("uniformity_weight", uniformity_weight)
-        self.alignment_weight = check_weight("alignment_weight", alignment_weight)
+        self.uniformity_weight = float(uniformity_weight)
+        self.alignment_weight = float(alignment_weight)
 
     def _terms(self, x: Tensor, y: Tensor, sim: Tensor) -> dict[str, Tensor]:
         return {
@@ -70,14 +75,14 @@ class CuaxuLoss(CuaLoss):
 
     def __init__(
         self,
-        temperature: float = 0.01,
-        learnable_temperature: bool = False,
-        uniformity_weight: float = 1.0,
-        alignment_weight: float = 1.0,
-        cross_uniformity_weight: float = 1.0,
+        temperature: Temperature = 0.01,
+        learnable_temperature: LearnableTemperature = False,
+        uniformity_weight: UniformityWeight = 1.0,
+        alignment_weight: AlignmentWeight = 1.0,
+        cross_uniformity_weight: CrossUniformityWeight = 1.0,
     ) -> None:
         super().__init__(temperature, learnable_temperature, uniformity_weight, alignment_weight)
-        self.cross_uniformity_weight = check_weight("cross_uniformity_weight", cross_uniformity_weight)
+        self.cross_uniformity_weight = float(cross_uniformity_weight)
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from harness.builtin.losses.clip import TemperatureLoss, clip_contrastive
-from harness.builtin.losses.terms import check_weight, full_precision, prepare_features, symmetric_self_gram
+from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss, clip_contrastive
+from harness.builtin.losses.terms import Weight, full_precision, prepare_features, symmetric_self_gram
+
+
+CrossWeight = Weight("weight of the cross-modal consistency term C")
+InmodalWeight = Weight("weight of the in-modal consistency term M")
 
 
 def cyclic_consistency(x: Tensor, y: Tensor, sim: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,14 +51,14 @@ class CyClipLoss(TemperatureLoss):
 
     def __init__(
         self,
-        temperature: float = 0.07,
-        learnable_temperature: bool = True,
-        cross_weight: float = 0.25,
-        inmodal_weight: float = 0.25,
+        temperature: Temperature = 0.07,
+        learnable_temperature: LearnableTemperature = True,
+        cross_weight: CrossWeight = 0.25,
+        inmodal_weight: InmodalWeight = 0.25,
     ) -> None:
         super().__init__(temperature, learnable_temperature)
-        self.cross_weight = check_weight("cross_weight", cross_weight)
-        self.inmodal_weight = check_weight("inmodal_weight", inmodal_weight)
+        self.cross_weight = float(cross_weight)
+        self.inmodal_weight = float(inmodal_weight)
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:

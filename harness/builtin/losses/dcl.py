@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.builtin.losses.clip import TemperatureLoss
+from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss
 from harness.builtin.losses.terms import full_precision, prepare_features
 
 
@@ -27,7 +27,7 @@ class DclLoss(TemperatureLoss):
     Needs a batch of at least 2 (with one pair there are no negatives).
     """
 
-    def __init__(self, temperature: float = 0.1, learnable_temperature: bool = False) -> None:
+    def __init__(self, temperature: Temperature = 0.1, learnable_temperature: LearnableTemperature = False) -> None:
         super().__init__(temperature, learnable_temperature)
 
     @full_precision

@@ -19,11 +19,26 @@ def gather_features(image_features: Tensor, text_features: Tensor) -> tuple[Tens
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return image_features, text_features
+    return _gather_one(image_features), _gather_one(text_features)
+
+
+def gather_batch(extras: dict[str, object]) -> dict[str, object]:
+    """The batch-shaped loss extras (``harness.types.BATCH_EXTRAS``) gathered like the embeddings.
+
+    A no-op in a single process. Otherwise each (N, ...) tensor becomes the ranks' tensors
+    concatenated in rank order with this rank's shard kept in the graph (``gather_features``'
+    rule); ``step`` and ``total_steps`` are the same on every rank and pass through.
+    """
+    from harness.types import BATCH_EXTRAS
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return extras
+    return {k: _gather_one(v) if k in BATCH_EXTRAS and isinstance(v, Tensor) else v for k, v in extras.items()}
+
+
+def _gather_one(local: Tensor) -> Tensor:
     world_size, rank = dist.get_world_size(), dist.get_rank()
-    out = []
-    for local in (image_features, text_features):
-        shards = [torch.empty_like(local) for _ in range(world_size)]
-        dist.all_gather(shards, local.detach().contiguous())
-        shards[rank] = local
-        out.append(torch.cat(shards, dim=0))
-    return out[0], out[1]
+    shards = [torch.empty_like(local) for _ in range(world_size)]
+    dist.all_gather(shards, local.detach().contiguous())
+    shards[rank] = local
+    return torch.cat(shards, dim=0)

@@ -12,12 +12,13 @@ The paper initialises s = 10 (temperature 0.1) and b = -10, both learned.
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
-from harness.builtin.losses.clip import TemperatureLoss, check_flag, scalar_state
+from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss, scalar_state
 from harness.builtin.losses.terms import full_precision, prepare_features
 
 
@@ -29,15 +30,13 @@ class SigLipLoss(TemperatureLoss):
 
     def __init__(
         self,
-        temperature: float = 0.1,
-        learnable_temperature: bool = True,
-        bias: float = -10.0,
-        learnable_bias: bool = True,
+        temperature: Temperature = 0.1,
+        learnable_temperature: LearnableTemperature = True,
+        bias: Annotated[float, Field(ge=-1e3, le=1e3, description="initial logit bias b")] = -10.0,
+        learnable_bias: Annotated[bool, Field(strict=True, description="learn the bias with the model")] = True,
     ) -> None:
         super().__init__(temperature, learnable_temperature)
-        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
-            raise ValueError(f"bias must be a finite number, got {bias!r}")
-        self.learnable_bias = check_flag("learnable_bias", learnable_bias)
+        self.learnable_bias = bool(learnable_bias)
         scalar_state(self, "logit_bias", float(bias), self.learnable_bias)
 
     @full_precision

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from harness.builtin.losses.distributed import gather_features
@@ -136,11 +138,9 @@ def alignment(x: Tensor, y: Tensor) -> Tensor:
     return (x - y).pow(2).sum(1).mean()
 
 
-def check_weight(name: str, value: float) -> float:
-    """A term weight: a finite number >= 0, else ``ValueError`` naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+def Weight(description: str):  # noqa: N802 - an annotation alias, used like a type
+    """``Annotated[float, Field(ge=0, ...)]``: a term weight (>= 0, finite), with its description."""
+    return Annotated[float, Field(ge=0, le=1e6, description=description)]
 
 
 def weighted(weight: float, term, like: Tensor) -> Tensor:
