@@ -23,20 +23,37 @@ def _version(name: str) -> str | None:
         return None
 
 
+GIT_SAFE = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "--no-optional-locks")
+
+
+def _git(args: list[str], where: Path) -> str | None:
+    """``git <args>`` run in ``where`` with fsmonitor and hooks off; its stdout, or None."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    try:
+        out = subprocess.run(["git", *GIT_SAFE, *args], cwd=where, capture_output=True, text=True, timeout=5, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def git_commit() -> str | None:
-    """The commit of the harness checkout (or of the current directory), if it is a git repo."""
-    for where in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        try:
-            out = subprocess.run(
-                ["git", "rev-parse", "--short=12", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if out.returncode == 0 and out.stdout.strip():
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return out.stdout.strip() + ("-dirty" if dirty else "")
-    return None
+    """The commit of the harness's own checkout, or None for an installed (non-editable) harness.
+
+    Only the repository whose top level holds this very package counts: never the caller's
+    working directory, nor a repository that merely contains a site-packages folder. Git runs
+    with ``core.fsmonitor`` and hooks disabled, so no repository configuration runs a command.
+    """
+    package = Path(__file__).resolve().parent
+    top = _git(["rev-parse", "--show-toplevel"], package.parent)
+    if not top or Path(top).resolve() / package.name != package:
+        return None
+    commit = _git(["rev-parse", "--short=12", "HEAD"], package.parent)
+    if not commit:
+        return None
+    dirty = _git(["status", "--porcelain", "--untracked-files=no"], package.parent)
+    return commit + ("-dirty" if dirty else "")
 
 
 def cpu_name() -> str:

@@ -1,27 +1,36 @@
 """``run_job``: build -> train -> embed the evaluation sets once -> evaluate, into one directory.
 
-Writes ``job.json``, ``log.jsonl`` (during training), optionally ``checkpoint.pt`` and
-``embeddings/<set>.npz``, and last ``result.json``. Any exception fails only this job: the result
-records ``status: failed``, a one-line ``error`` and the ``traceback``.
+Writes ``job.json``, ``log.jsonl`` (training records, then the job's captured library warnings),
+optionally ``checkpoint.pt`` and ``embeddings/<set>.npz``, and last ``result.json``. Whatever a job
+raises (an exception, or a plugin's ``SystemExit``/``KeyboardInterrupt``/``GeneratorExit``) fails
+only this job: the result records ``status: failed``, a one-line ``error`` and the ``traceback``.
+Only the user's own Ctrl-C or SIGTERM stops the run (``harness.interrupts``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from harness import interrupts
+from harness.config import TrainConfig
 from harness.embed import embed_sets, embed_texts, save_embeddings
 from harness.env import env_info
-from harness.job import Job
+from harness.errors import one_line
+from harness.job import Job, PluginSpec
+from harness.precision import resolve_precision
 from harness.store import write_json_atomic
-from harness.train import TrainState, resolve_precision, train
+from harness.train import TrainState, train
 from harness.types import EvalContext, MetricInfo, Skip
 
 TRAIN_METRICS = {
@@ -48,15 +57,45 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def _create(kind: str, spec) -> Any:
+def create_plugin(kind: str, spec: PluginSpec) -> Any:
+    """Build the plugin a job's spec names, with the spec's (already resolved) params."""
     from harness.registry import get_registry
 
     return get_registry().get(kind, spec.name).create(**spec.params)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+def new_result(job: Job) -> dict[str, Any]:
+    """The skeleton of a ``result.json``: failed until proven otherwise."""
+    return {
+        "status": "failed",
+        "job": job.to_dict(),
+        "metrics": {},
+        "metric_info": {},
+        "main_scores": {},
+        "reference_rows": {},
+        "skipped": {},
+        "env": {},
+        "error": None,
+        "traceback": None,
+    }
+
+
+def failed_result(job: Job, error: str, tb: str | None, env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The result of a job that failed before or outside ``run_job`` (e.g. its Ray task died)."""
+    result = new_result(job)
+    result.update(error=error, traceback=tb, env=dict(env or {}))
+    return result
+
+
+def text_embedder(encoder, device: torch.device, batch: int, precision: str) -> Callable | None:
+    """``texts -> normalised embeddings`` through the encoder's text tower, or None without one."""
+    if encoder.pair_modality != "text":
+        return None
+
+    def embed(texts):
+        return embed_texts(encoder, texts, device, batch, precision)
+
+    return embed
 
 
 def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None] | None = None) -> dict[str, Any]:
@@ -65,64 +104,72 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "job.json", job.to_dict())
     threads = int(job.resources.get("cpus_per_job") or torch.get_num_threads())
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
     t0 = time.perf_counter()
-    result: dict[str, Any] = {
-        "status": "failed",
-        "job": job.to_dict(),
-        "metrics": {},
-        "metric_info": {},
-        "skipped": {},
-        "env": {},
-        "error": None,
-        "traceback": None,
-    }
-    try:
-        device = resolve_device(job.train["device"])
-        result["env"] = env_info(device)
-        seed_everything(job.seed)
-        dataset = _create("dataset", job.dataset)
-        encoder = _create("encoder", job.encoder)
-        loss = _create("loss", job.objective)
-        evaluations = {spec.display: _create("evaluation", spec) for spec in job.evaluations}
-        if hasattr(dataset, "info"):
-            result["dataset_info"] = dataset.info()
-
-        stats = train(encoder, loss, dataset.train_pairs() if job.train.get("steps") != 0 else [], job.train,
-                      job.seed, device, out_dir / "log.jsonl", progress)
-        result["metrics"]["train"] = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
-        result["metric_info"]["train"] = {k: dataclasses.asdict(v) for k, v in TRAIN_METRICS.items()}
-        result["env"]["precision"] = stats.get("precision", "fp32")
-        result["env"]["train_time_s"] = stats.get("train_time_s", 0.0)
-        result["env"]["samples_per_s"] = stats.get("samples_per_s")
-
-        precision = resolve_precision(job.train.get("precision") or getattr(encoder, "precision", None), device)
-        batch = job.train.get("eval_batch_size", 256)
-        t_eval = time.perf_counter()
-        sets = embed_sets(encoder, dataset.eval_sets(), device, batch, precision)
-        if "embeddings" in job.save:
-            save_embeddings(sets, out_dir / "embeddings")
-        if "checkpoint" in job.save:
-            torch.save({"model": encoder.model.state_dict(), "loss": loss.state_dict(), "job": job.to_dict()},
-                       out_dir / "checkpoint.pt")
-        text_fn = None
-        if encoder.pair_modality == "text":
-            def text_fn(texts):
-                return embed_texts(encoder, texts, device, batch, precision)
-        ctx = EvalContext(sets=sets, pair_modality=encoder.pair_modality, seed=job.seed, encode_texts_fn=text_fn)
-        run_evaluations(evaluations, ctx, result)
-        result["env"]["eval_time_s"] = time.perf_counter() - t_eval
-        result["status"] = "ok"
-    except Exception as exc:  # one job's failure never takes the suite down
-        result["error"] = _one_line(exc)
-        result["traceback"] = traceback.format_exc()
+    result = new_result(job)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            _run(job, out_dir, progress, result)
+            result["status"] = "ok"
+        except BaseException as exc:  # one job's failure never takes the suite down; a user's stop does
+            if interrupts.is_user_stop(exc):
+                raise
+            result["error"] = one_line(exc)
+            result["traceback"] = traceback.format_exc()
+    _log_warnings(caught, out_dir / "log.jsonl")
     result["env"]["wall_time_s"] = time.perf_counter() - t0
     write_json_atomic(out_dir / "result.json", result)
     return result
 
 
+def _run(job: Job, out_dir: Path, progress, result: dict[str, Any]) -> None:
+    cfg = TrainConfig.model_validate(job.train)
+    device = resolve_device(cfg.device)
+    result["env"] = env_info(device)
+    seed_everything(job.seed)
+    dataset = create_plugin("dataset", job.dataset)
+    encoder = create_plugin("encoder", job.encoder)
+    loss = create_plugin("loss", job.objective)
+    evaluations = {spec.display: create_plugin("evaluation", spec) for spec in job.evaluations}
+    if hasattr(dataset, "info"):
+        result["dataset_info"] = dataset.info()
+
+    stats = train(encoder, loss, dataset.train_pairs() if cfg.steps != 0 else [], cfg, job.seed, device,
+                  out_dir / "log.jsonl", progress, loss_name=job.objective.name)
+    result["metrics"]["train"] = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    result["metric_info"]["train"] = {k: dataclasses.asdict(v) for k, v in TRAIN_METRICS.items()}
+    result["env"]["precision"] = stats.get("precision", "fp32")
+    result["env"]["train_time_s"] = stats.get("train_time_s", 0.0)
+    result["env"]["samples_per_s"] = stats.get("samples_per_s")
+
+    precision = resolve_precision(cfg.precision or getattr(encoder, "precision", None), device)
+    t_eval = time.perf_counter()
+    sets = embed_sets(encoder, eval_sets_of(dataset, job), device, cfg.eval_batch_size, precision)
+    if "embeddings" in job.save:
+        save_embeddings(sets, out_dir / "embeddings")
+    if "checkpoint" in job.save:
+        torch.save({"model": encoder.model.state_dict(), "loss": loss.state_dict(), "job": job.to_dict()},
+                   out_dir / "checkpoint.pt")
+    ctx = EvalContext(sets=sets, pair_modality=encoder.pair_modality, seed=job.seed,
+                      encode_texts_fn=text_embedder(encoder, device, cfg.eval_batch_size, precision))
+    run_evaluations(evaluations, ctx, result)
+    result["env"]["eval_time_s"] = time.perf_counter() - t_eval
+
+
+def eval_sets_of(dataset, job: Job) -> list:
+    """The job's evaluation sets: the reported ones, or the validation split for a tuning job."""
+    split = getattr(job, "split", "test")
+    return dataset.eval_sets() if split == "test" else dataset.eval_sets(split=split)
+
+
 def run_evaluations(evaluations: dict[str, Any], ctx: EvalContext, result: dict[str, Any]) -> None:
-    """Run each evaluation on the shared context; ``Skip`` records its reason."""
+    """Run each evaluation on the shared context into ``result``; ``Skip`` records its reason.
+
+    Each evaluation that produced metrics also records its declared main score
+    (``result["main_scores"]``) and its reference rows (``result["reference_rows"]``, keys
+    prefixed with the evaluation's name).
+    """
     for name, evaluation in evaluations.items():
         try:
             metrics = evaluation.evaluate(ctx)
@@ -131,3 +178,24 @@ def run_evaluations(evaluations: dict[str, Any], ctx: EvalContext, result: dict[
             continue
         result["metrics"][name] = metrics
         result["metric_info"][name] = {k: dataclasses.asdict(v) for k, v in getattr(evaluation, "metric_info", {}).items()}
+        declared = getattr(evaluation, "main_score", None)
+        if declared is not None:
+            result.setdefault("main_scores", {})[name] = dataclasses.asdict(declared)
+        if callable(getattr(evaluation, "reference_rows", None)):
+            rows = result.setdefault("reference_rows", {})
+            for row, values in evaluation.reference_rows(ctx).items():
+                rows.setdefault(row, {}).update({f"{name}.{key}": float(v) for key, v in values.items()})
+
+
+def _log_warnings(caught: list[warnings.WarningMessage], log_path: Path) -> None:
+    """Append the job's library warnings to its log (once each, with a count), not the terminal."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for w in caught:
+        key = (type(w.message).__name__ if isinstance(w.message, Warning) else w.category.__name__,
+               " ".join(str(w.message).split())[:500], f"{w.filename}:{w.lineno}")
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return
+    with open(log_path, "a") as fh:
+        for (category, message, where), n in counts.items():
+            fh.write(json.dumps({"warning": message, "category": category, "where": where, "count": n}) + "\n")

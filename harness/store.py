@@ -5,15 +5,20 @@ Layout under ``OUT/<suite>/``::
     <job_id>/            a finished job (status ok or failed): job.json, result.json, log.jsonl,
                          [checkpoint.pt], [embeddings/<set>.npz]
     .tmp/<job_id>.<pid>.<rand>/   a job in progress; renamed to <job_id>/ when complete
-    .locks/<job_id>.lock          held by the run executing that job ({"pid", "host", "since"})
+    .locks/<job_id>.lock          flock()ed by the run executing that job (holds {"pid", "host", "since"})
 
 A job directory appears only through ``os.rename`` of a complete temporary directory, so a killed run
-never leaves a partial result that looks finished. Locks whose process is gone (same host) are stale
-and are taken over.
+never leaves a partial result that looks finished. A job's lock is an exclusive ``fcntl.flock`` on
+its lock file, held through an open descriptor for as long as the run works on the job: taking it
+is one atomic system call, and the kernel drops it when the process dies, so a killed run's lock
+frees itself (no stale-lock takeover, no race between checking and taking). Release unlinks the
+file while still holding it; a claimer that locked a file already unlinked sees its inode differ
+from the path's and tries again, so two runs never hold one job.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -58,6 +63,7 @@ class Store:
         for d in (self.dir, self.tmp_dir, self.lock_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.host = socket.gethostname()
+        self._held: dict[str, int] = {}  # job id -> open descriptor holding its flock
 
     # ---------------------------------------------------------------- results
     def job_dir(self, job_id: str) -> Path:
@@ -99,35 +105,37 @@ class Store:
     def _lock_path(self, job_id: str) -> Path:
         return self.lock_dir / f"{job_id}.lock"
 
-    def _lock_is_stale(self, path: Path) -> bool:
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            # unreadable: a writer may be mid-write; stale only if old
-            try:
-                return time.time() - path.stat().st_mtime > 60
-            except OSError:
-                return True
-        return info.get("host") == self.host and not _pid_alive(int(info.get("pid", -1)))
-
     def claim(self, job_id: str) -> bool:
-        """Take the job's lock; False when another live run holds it."""
+        """Take the job's lock; False when another live run (or another claim in this process) holds it."""
+        if job_id in self._held:
+            return False
         path = self._lock_path(job_id)
-        for _ in range(2):
+        for _ in range(3):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._lock_is_stale(path):
-                    path.unlink(missing_ok=True)
-                    continue
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
                 return False
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": self.host, "since": time.time()}, f)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder released (unlinked) it between our open and our flock: try again
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": self.host, "since": time.time()}).encode())
+            self._held[job_id] = fd
             return True
         return False
 
     def release(self, job_id: str) -> None:
-        self._lock_path(job_id).unlink(missing_ok=True)
+        """Drop the job's lock: unlink the file while still holding it, then close (which unlocks)."""
+        fd = self._held.pop(job_id, None)
+        if fd is not None:
+            self._lock_path(job_id).unlink(missing_ok=True)
+            os.close(fd)
 
     def cleanup(self) -> None:
         """Remove temporary directories left by runs that are gone (killed mid-job)."""

@@ -12,90 +12,45 @@ for a ``float``), so equal settings spelled differently give the same job id.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from harness.errors import HarnessError
+from harness.config import Resources, Seed, Strict, TrainConfig
+from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
 
-SLUG = r"^[a-z0-9][a-z0-9_-]*$"
+SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 DEFAULT_EVALUATIONS = ["gap", "zeroshot_classification", "retrieval", "arithmetic", "linear_probe"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-def _not_bool(v: Any) -> Any:
-    """YAML ``true`` is not a number (pydantic's lax mode would read it as 1)."""
-    if isinstance(v, bool):
-        raise ValueError("expected a number, not a boolean")
-    return v
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool)]
-Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]
-
-
-class TrainConfig(_Strict):
-    """The training budget and optimiser (AdamW, linear warmup then cosine decay)."""
-
-    steps: Int | None = Field(default=None, ge=0)
-    epochs: Float | None = Field(default=None, gt=0)
-    batch_size: Int = Field(default=128, ge=1)
-    lr: Float = Field(default=5e-4, gt=0)
-    weight_decay: Float = Field(default=0.1, ge=0)
-    betas: tuple[Float, Float] = (0.9, 0.98)
-    eps: Float = Field(default=1e-6, gt=0)
-    warmup: Int = Field(default=0, ge=0)
-    grad_clip: Float | None = Field(default=None, gt=0)
-    log_every: Int = Field(default=10, ge=1)
-    precision: Literal["fp32", "bf16", "fp16"] | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: Int = Field(default=256, ge=1)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError("each beta must be in [0, 1)")
-        return v
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> "TrainConfig":
-        if self.steps is None and self.epochs is None:
-            raise ValueError("give either steps or epochs")
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give steps or epochs, not both")
-        return self
-
-
-class Resources(_Strict):
-    gpus_per_job: Float = Field(default=0, ge=0)
-    cpus_per_job: Int = Field(default=1, ge=1)
+DISTRIBUTION_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$"  # a PEP 508 project name
+MAX_FILE_BYTES = 1 << 20  # a suite is a page of YAML; a bigger file is not a suite
+MAX_VALUES = 100_000  # values in a suite after YAML aliases are expanded
+MAX_DEPTH = 32
+MAX_STRING = 4096
+MAX_INT_BITS = 63
 
 
 def _as_ref(v: Any) -> Any:
     return {"name": v} if isinstance(v, str) else v
 
 
-class PluginRef(_Strict):
-    name: str = Field(min_length=1)
+class PluginRef(Strict):
+    name: str = Field(min_length=1, max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(default=None, min_length=1)
+    label: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class ObjectiveRef(PluginRef):
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the suite's train config
 
 
-class Suite(_Strict):
+class Suite(Strict):
     name: str
     description: str = ""
     objectives: list[ObjectiveRef] = Field(min_length=1)
@@ -106,13 +61,15 @@ class Suite(_Strict):
     evaluations: list[PluginRef] = Field(default_factory=lambda: [PluginRef(name=n) for n in DEFAULT_EVALUATIONS])
     save: list[Literal["checkpoint", "embeddings"]] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
+    requires: list[Annotated[str, Field(pattern=DISTRIBUTION_NAME)]] = Field(default_factory=list)
+    main_score: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not re.match(SLUG, v):
-            raise ValueError("must be a slug (it names directories): lowercase letters, digits, '-' and '_', "
-                             "starting with a letter or digit")
+        if not SLUG.fullmatch(v):
+            raise ValueError("must be a slug (it names directories): 1 to 64 lowercase letters, digits, '-' and "
+                             "'_', starting with a letter or digit")
         return v
 
     @field_validator("objectives", "encoders", "datasets", "evaluations", mode="before")
@@ -130,9 +87,9 @@ class Suite(_Strict):
     @field_validator("seeds", "save")
     @classmethod
     def _unique(cls, v: list) -> list:
-        dupes = sorted({x for x in v if v.count(x) > 1}, key=str)
+        dupes = [x for x, n in Counter(v).items() if n > 1]
         if dupes:
-            raise ValueError(f"entries must be unique; {dupes[0]!r} appears twice")
+            raise ValueError(f"entries must be unique; {short_repr(dupes[0])} appears twice")
         return v
 
     def train_for(self, i: int) -> TrainConfig:
@@ -159,11 +116,6 @@ def _loc(loc: tuple) -> str:
 _PLUGIN_LISTS = ("objectives", "encoders", "datasets", "evaluations")
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def format_validation_error(exc: pydantic.ValidationError, source: str, prefix: str = "") -> str:
     """One line: ``source: field.path: what is expected (got value)``."""
     err = exc.errors()[0]
@@ -177,7 +129,7 @@ def format_validation_error(exc: pydantic.ValidationError, source: str, prefix: 
         msg = "expected a plugin name or a mapping with name, params, label" if plugin else "expected a mapping"
     got = err.get("input")
     hidden = ("missing", "extra_forbidden")
-    shown = "" if err["type"] in hidden or isinstance(got, (dict, list)) else f" (got {_short(got)})"
+    shown = "" if err["type"] in hidden or isinstance(got, (dict, list)) else f" (got {short_repr(got)})"
     loc = _loc(err["loc"])
     loc = f"{prefix}.{loc}" if prefix and err["loc"] else (prefix or loc)
     return f"{source}: {loc}: {msg}{shown}"
@@ -233,9 +185,13 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def read_yaml(text: str, source: str) -> Any:
-    """Parse YAML text (safe loader: plain data only); a syntax error is a one-line ``HarnessError``."""
+    """Parse YAML text (safe loader: plain data only) and check its size; one-line ``HarnessError``s.
+
+    After parsing, ``check_data`` bounds what the rest of the harness will see (so no later step,
+    an error message, a job id, a plugin, ever expands a billion-laughs alias tree).
+    """
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         kind = "YAML syntax error" if isinstance(exc, (yaml.scanner.ScannerError, yaml.parser.ParserError)) else "invalid YAML"
         mark = getattr(exc, "problem_mark", None)
@@ -247,6 +203,58 @@ def read_yaml(text: str, source: str) -> Any:
         raise HarnessError(f"{source}: {kind}{where}: {problem}") from None
     except RecursionError:
         raise HarnessError(f"{source}: YAML nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits
+        raise HarnessError(f"{source}: invalid YAML: a value cannot be read ({short_repr(str(exc), 80)})") from None
+    check_data(data, source)
+    return data
+
+
+def check_data(data: Any, source: str) -> None:
+    """Refuse data no suite needs, in time linear in the YAML document (aliases are not expanded).
+
+    At most ``MAX_VALUES`` values once aliases are expanded, ``MAX_DEPTH`` levels, strings of at most
+    ``MAX_STRING`` characters, integers within 64 bits, finite floats, and no structure that
+    contains itself. The first problem raises ``HarnessError`` naming its path.
+    """
+    sizes: dict[int, int] = {}  # id of a list/dict -> its expanded size (aliases share objects)
+    open_: set[int] = set()
+
+    def fail(path: str, what: str) -> None:
+        raise HarnessError(f"{source}: {path or '(top level)'}: {what}")
+
+    def measure(node: Any, path: str, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            fail(path, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, (dict, list)):
+            key = id(node)
+            if key in open_:
+                fail(path, "a YAML alias makes this structure contain itself")
+            if key in sizes:
+                return sizes[key]
+            open_.add(key)
+            total = 1
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in items:
+                sub = f"{path}.{k}" if isinstance(node, dict) and isinstance(k, str) else f"{path}[{short_repr(k, 20)}]"
+                if isinstance(node, dict):
+                    total += measure(k, sub, depth + 1)
+                total += measure(v, sub.lstrip("."), depth + 1)
+                if total > MAX_VALUES:
+                    fail(path, f"the suite expands to more than {MAX_VALUES:,} values (YAML aliases?)")
+            open_.discard(key)
+            sizes[key] = total
+            return total
+        if isinstance(node, bool) or node is None:
+            return 1
+        if isinstance(node, int) and node.bit_length() > MAX_INT_BITS:
+            fail(path, f"integer too large (more than {MAX_INT_BITS} bits): {short_repr(node)}")
+        if isinstance(node, float) and not math.isfinite(node):
+            fail(path, f"expected a finite number, got {node}")
+        if isinstance(node, str) and len(node) > MAX_STRING:
+            fail(path, f"string longer than {MAX_STRING} characters ({short_repr(node, 30)})")
+        return 1
+
+    measure(data, "", 0)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -259,9 +267,12 @@ def load_suite(path: str | Path) -> Suite:
             raise HarnessError(f"{path}: is a directory, expected a suite YAML file")
         if not path.is_file():
             raise HarnessError(f"{path}: not a regular file, expected a suite YAML file")
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise HarnessError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB; a suite is a short YAML file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -290,23 +301,49 @@ def default_label(name: str, given: dict[str, Any], defaults: dict[str, Any]) ->
 def expand(suite: Suite, source: str = "<suite>", registry=None, check_build: bool = True) -> list[Job]:
     """The grid as ``Job`` records, plugin params resolved against the registry.
 
-    Losses and evaluations are cheap, so with ``check_build`` they are also built once here, so a
-    param the factory itself rejects (e.g. a negative temperature) fails before any training.
-    Encoders and datasets are too costly to build here (weights, files); a factory of theirs that
-    has a ``check_params(**params)`` callable gets its values checked by that instead.
+    Every declaration is checked here, before anything runs: the distributions the suite
+    ``requires``, plugin names, params (types and limits from the factories' signatures), the
+    extras each loss declares against what each dataset supplies, and the explicit ``main_score``.
+    With ``check_build``, losses and evaluations (cheap) are built once, so a combination of values
+    the factory itself rejects fails here; encoders and datasets (weights, files) are not built: a
+    factory of theirs with a ``check_params(**params)`` callable gets its values checked by that.
+    Nothing is ever called with data: no loss ``forward``, no ``evaluate``.
     """
     from harness.registry import get_registry
 
     registry = registry or get_registry()
     try:
+        check_requires(suite, registry)
         return _expand(suite, registry, check_build)
     except HarnessError as exc:
         raise HarnessError(f"{source}: {exc}") from None
 
 
-def _built(kind: str, spec: PluginSpec, field: str, registry, build: bool = True) -> None:
-    """Build the plugin once (or, with ``build=False``, call its factory's ``check_params`` if it
-    has one); a ``ValueError``/``TypeError`` from either is bad input.
+def check_requires(suite: Suite, registry) -> None:
+    """Each distribution in ``requires`` is installed and loaded, else one line saying what to install."""
+    import importlib.metadata as md
+
+    from harness.registry import normalize_distribution
+
+    loaded = {normalize_distribution(e.distribution) for kind in registry.plugins.values() for e in kind.values()}
+    for i, name in enumerate(suite.requires):
+        try:
+            md.version(name)
+        except md.PackageNotFoundError:
+            raise HarnessError(
+                f"requires[{i}]: this suite needs the plugin distribution {name!r}, which is not installed; "
+                f"pip install {name} (from the harness repository: pip install ./plugins/{name})"
+            ) from None
+        if normalize_distribution(name) not in loaded:
+            raise HarnessError(
+                f"requires[{i}]: {name!r} is installed but none of its plugins loaded (see the warnings above, "
+                f"or HARNESS_LOAD_PLUGINS)"
+            )
+
+
+def _check_factory(kind: str, spec: PluginSpec, field: str, registry, build: bool = True) -> Any:
+    """Build the plugin once and return it (or, with ``build=False``, call its factory's
+    ``check_params`` if it has one, and return None); a ``ValueError``/``TypeError`` is bad input.
 
     The error names ``field.params.<p>`` for the first param its message mentions. Any other
     exception is a bug in the plugin and propagates (the CLI logs its traceback).
@@ -314,14 +351,53 @@ def _built(kind: str, spec: PluginSpec, field: str, registry, build: bool = True
     entry = registry.get(kind, spec.name)
     check = entry.create if build else getattr(entry.factory, "check_params", None)
     if not callable(check):
-        return
+        return None
     try:
-        check(**spec.params)
+        made = check(**spec.params)
     except (ValueError, TypeError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         named = [p for p in sorted(spec.params, key=len, reverse=True) if re.search(rf"\b{re.escape(p)}\b", text)]
         where = f"{field}.params.{named[0]}" if named else f"{field}.params"
+        text = text if len(text) <= 300 else text[:297] + "..."
         raise HarnessError(f"{where}: {kind} {spec.name!r} rejected its params: {text}") from None
+    return made if build else None
+
+
+def check_extras(loss: Any, spec: PluginSpec, field: str, datasets: list[PluginSpec], registry) -> tuple[str, ...]:
+    """The loss's declared extras, each a known name and each one the suite's datasets can supply."""
+    from harness.registry import declared_extras
+    from harness.types import LOSS_EXTRAS, SUPPLIED_EXTRAS
+
+    extras = declared_extras(loss)
+    for name in extras:
+        if not isinstance(name, str) or name not in LOSS_EXTRAS:
+            raise HarnessError(
+                f"{field}: loss {spec.name!r} declares an unknown extra {short_repr(name, 40)}; "
+                f"known extras: {', '.join(LOSS_EXTRAS)}"
+            )
+    for name in set(extras) & set(SUPPLIED_EXTRAS):
+        for d, ds in enumerate(datasets):
+            entry = registry.get("dataset", ds.name)
+            if name not in entry.supplies:
+                able = sorted(n for n, e in registry.plugins["dataset"].items() if name in e.supplies)
+                raise HarnessError(
+                    f"{field}: loss {spec.name!r} needs the extra {name!r}, which dataset {ds.name!r} "
+                    f"(datasets[{d}]) cannot supply; datasets that can: {', '.join(able) or 'none'}"
+                )
+    return extras
+
+
+def check_main_score(suite: Suite, evaluations: list[PluginSpec]) -> None:
+    """An explicit ``main_score`` names one of the suite's evaluations: ``<evaluation>.<key>``."""
+    if suite.main_score is None:
+        return
+    head, _, key = suite.main_score.partition(".")
+    names = [e.display for e in evaluations]
+    if head not in names or not key or any(not part for part in key.split(".")):
+        raise HarnessError(
+            f"main_score: expected '<evaluation>.<key>' with <evaluation> one of {', '.join(names)} "
+            f"(got {short_repr(suite.main_score)})"
+        )
 
 
 def _unique_labels(field: str, specs: list[PluginSpec]) -> None:
@@ -351,15 +427,18 @@ def _expand(suite: Suite, registry, check_build: bool) -> list[Job]:
     _unique_labels("encoders", encoders)
     _unique_labels("datasets", datasets)
     _unique_labels("evaluations", evaluations)
+    for i, spec, _ in objectives:
+        loss = _check_factory("loss", spec, f"objectives[{i}]", registry, build=check_build)
+        check_extras(loss if loss is not None else registry.get("loss", spec.name).factory, spec,
+                     f"objectives[{i}]", datasets, registry)
     if check_build:
-        for i, spec, _ in objectives:
-            _built("loss", spec, f"objectives[{i}]", registry)
         for i, spec in enumerate(evaluations):
-            _built("evaluation", spec, f"evaluations[{i}]", registry)
+            _check_factory("evaluation", spec, f"evaluations[{i}]", registry)
         for i, spec in enumerate(encoders):
-            _built("encoder", spec, f"encoders[{i}]", registry, build=False)
+            _check_factory("encoder", spec, f"encoders[{i}]", registry, build=False)
         for i, spec in enumerate(datasets):
-            _built("dataset", spec, f"datasets[{i}]", registry, build=False)
+            _check_factory("dataset", spec, f"datasets[{i}]", registry, build=False)
+    check_main_score(suite, evaluations)
 
     jobs: list[Job] = []
     origin: dict[str, str] = {}
@@ -376,6 +455,7 @@ def _expand(suite: Suite, registry, check_build: bool) -> list[Job]:
             evaluations=evaluations,
             save=list(suite.save),
             resources=suite.resources.model_dump(),
+            main_score=suite.main_score,
         )
         where = f"objectives[{i}] x encoders[{e}] x datasets[{d}] x seed {seed}"
         if job.id in origin:

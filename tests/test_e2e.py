@@ -68,7 +68,10 @@ def test_smoke_suite_end_to_end(tmp_path):
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()), values
         assert 0 <= result["metrics"]["gap"]["linear_separability"] <= 1
         assert (suite_dir / job_id / "embeddings" / "retrieval.npz").exists()
-        assert len((suite_dir / job_id / "log.jsonl").read_text().splitlines()) == 2
+        log = [json.loads(line) for line in (suite_dir / job_id / "log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log if "step" in r] == [2, 4]  # 4 steps, log_every 2
+        assert all(set(r) == {"warning", "category", "where", "count"} for r in log if "step" not in r)
+    assert "Warning" not in run.stderr  # library warnings go to each job's log, not the terminal
 
     again = harness("run", str(ROOT / "suites" / "smoke.yaml"), "--out", str(out), cwd=tmp_path)
     assert again.returncode == 0 and "0 to run" in again.stderr

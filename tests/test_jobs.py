@@ -113,7 +113,7 @@ def test_failures_only_fail_their_job(toy, tmp_path):
     results = {j.id: Store(tmp_path / "runs", "toy").result(j.id) for j in jobs}
     assert all(r is not None for r in results.values())
     errors = sorted(r["error"] for r in results.values() if r["status"] == "failed")
-    assert sum("NonFiniteLoss: loss is nan at step 0" in e for e in errors) == 1
+    assert sum("NonFiniteLoss: loss is nan at step 1 of 20 " in e for e in errors) == 1  # steps count from 1
     assert sum("dot loss asked to raise" in e for e in errors) == 1
     assert sum("toy dataset asked to fail" in e for e in errors) == 3
     assert all("\n" not in e for e in errors)
@@ -234,7 +234,7 @@ def test_evaluate_reruns_from_saved_embeddings(toy, tmp_path):
     (job_dir / "result.json").write_text(json.dumps(data))
     from harness.reevaluate import reevaluate
 
-    assert reevaluate(tmp_path / "runs" / "toy") == []
+    assert reevaluate(tmp_path / "runs" / "toy") == ([], [])  # (bad input, failed)
     after = json.loads((job_dir / "result.json").read_text())
     assert after["metrics"]["toy_meancos"] == before["metrics"]["toy_meancos"]
     assert not math.isclose(after["metrics"]["toy_meancos"]["mean_cos"], 123.0)

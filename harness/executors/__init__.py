@@ -4,16 +4,21 @@ The driver decides what to run (resume: finished ``ok`` jobs are skipped, ``fail
 ``--retry-failed``, everything with ``--force``), takes each job's lock, and commits each finished
 job directory as it ends. ``local`` runs jobs in this process; ``ray`` runs them as Ray tasks
 (imported only when asked for).
+
+A job's failure, whatever it raises, is recorded and the suite goes on. Only the user's Ctrl-C or
+a SIGTERM stops it (``harness.interrupts``): the summary of what finished is printed, then the
+interrupt propagates (exit 130 or 143 at the CLI).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import interrupts
+from harness.errors import HarnessError, printable
 from harness.job import Job
 from harness.store import Store
 
@@ -26,15 +31,16 @@ class Summary:
     busy: list[str] = field(default_factory=list)  # locked by, or finished by, another run
     stamps: dict[str, int | None] = field(default_factory=dict, repr=False)  # result stamp at plan time
 
-    def print(self, out=None) -> None:
+    def print(self, out=None, interrupted: bool = False) -> None:
         out = out or sys.stderr
+        head = "suite interrupted" if interrupted else "suite done"
         print(
-            f"suite done: {len(self.ok)} ok, {len(self.failed)} failed, {len(self.skipped)} already finished, "
+            f"{head}: {len(self.ok)} ok, {len(self.failed)} failed, {len(self.skipped)} already finished, "
             f"{len(self.busy)} running elsewhere",
             file=out,
         )
         for display, error in self.failed:
-            print(f"  FAILED {display}: {error}", file=out)
+            print(f"  FAILED {printable(display)}: {printable(error)}", file=out)
 
 
 def plan(store: Store, jobs: list[Job], retry_failed: bool, force: bool, summary: Summary) -> list[Job]:
@@ -89,35 +95,40 @@ def describe(result: dict[str, Any]) -> str:
     return "ok: " + ", ".join(parts)
 
 
-def _sigterm_as_exit(signum, frame):  # pragma: no cover - exercised through a subprocess test
-    raise SystemExit(128 + signum)
+def open_store(out: str | Path, suite: str) -> Store:
+    """The run store under ``out`` (``--out``), or a one-line ``HarnessError`` when it cannot be written."""
+    where = Path(out)
+    if where.exists() and not where.is_dir():
+        raise HarnessError(f"--out: {where} exists and is not a directory")
+    try:
+        store = Store(where, suite)
+        probe = store.tmp_dir / f".write-test.{__import__('os').getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise HarnessError(f"--out: cannot write results under {where}: {exc.strerror or exc}") from None
+    return store
 
 
 def run_suite(suite, jobs: list[Job], out: str | Path = "runs", executor: str = "local", address: str | None = None,
               retry_failed: bool = False, force: bool = False) -> Summary:
-    store = Store(out, suite.name)
+    store = open_store(out, suite.name)
     store.cleanup()
     summary = Summary()
     todo = plan(store, jobs, retry_failed, force, summary)
     print(f"suite {suite.name}: {len(jobs)} jobs, {len(todo)} to run, results in {store.dir}", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_exit) if _main_thread() else None
-    try:
-        if executor == "ray":
-            from harness.executors.ray_executor import run_ray
+    with interrupts.signals():
+        try:
+            if executor == "ray":
+                from harness.executors.ray_executor import run_ray
 
-            run_ray(store, todo, summary, address=address, resources=suite.resources.model_dump())
-        else:
-            from harness.executors.local import run_local
+                run_ray(store, todo, summary, address=address, resources=suite.resources.model_dump())
+            else:
+                from harness.executors.local import run_local
 
-            run_local(store, todo, summary)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+                run_local(store, todo, summary)
+        except (KeyboardInterrupt, SystemExit):
+            summary.print(interrupted=True)
+            raise
     summary.print()
     return summary
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

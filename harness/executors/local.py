@@ -7,6 +7,7 @@ import sys
 
 from tqdm.auto import tqdm
 
+from harness.errors import printable
 from harness.executors import Summary, acquire, describe, record
 from harness.job import Job
 from harness.runner import run_job
@@ -24,7 +25,7 @@ def run_local(store: Store, jobs: list[Job], summary: Summary) -> None:
             tmp = None
             try:
                 tmp = store.new_tmp(job.id)
-                job_bar = tqdm(desc=job.objective.display[:30], unit="step", position=1, leave=False, disable=quiet)
+                job_bar = tqdm(desc=printable(job.objective.display)[:30], unit="step", position=1, leave=False, disable=quiet)
 
                 def progress(state, bar=job_bar):
                     bar.total = state.total
@@ -38,7 +39,7 @@ def run_local(store: Store, jobs: list[Job], summary: Summary) -> None:
                 store.commit(job.id, tmp)
                 tmp = None
                 record(summary, job, result)
-                tqdm.write(f"[{n}/{len(jobs)}] {job.id} {job.display}: {describe(result)}", file=sys.stderr)
+                tqdm.write(f"[{n}/{len(jobs)}] {job.id} {printable(job.display)}: {printable(describe(result))}", file=sys.stderr)
             finally:
                 if tmp is not None:  # interrupted mid-job: leave nothing that looks finished
                     shutil.rmtree(tmp, ignore_errors=True)

@@ -43,7 +43,8 @@ import traceback
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from harness.errors import HarnessError
+from harness import interrupts
+from harness.errors import HarnessError, one_line, printable
 from harness.executors import Summary, acquire, describe, record
 from harness.job import Job
 from harness.store import Store, write_json_atomic
@@ -214,7 +215,7 @@ def join_cluster(ray, address: str) -> None:
             ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster with token authentication needs RAY_AUTH_MODE=token)"
-        raise HarnessError(f"--address: cannot join the Ray cluster at {address!r}: {_first_line(exc)}{hint}") from None
+        raise HarnessError(f"--address: cannot join the Ray cluster at {address!r}: {one_line(exc)}{hint}") from None
 
 
 def connect(ray, address: str | None) -> bool:
@@ -226,32 +227,6 @@ def connect(ray, address: str | None) -> bool:
     else:
         start_local_cluster(ray)
     return True
-
-
-@contextlib.contextmanager
-def _sigterm_raises_exit(received: list[int]) -> Iterator[None]:
-    """SIGTERM raises ``SystemExit(128 + signum)`` (as in the local executor) and is remembered.
-
-    ``ray.init`` installs its own SIGTERM handlers (Python's, and its C++ core a failure-signal
-    handler that dumps a stack and aborts), and a signal that arrives inside ``ray.wait`` comes out
-    as ``SystemExit(1)``; ``received`` lets the driver re-raise the right exit status after cleanup.
-    """
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        received.append(signum)
-        raise SystemExit(128 + signum)
-
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # ------------------------------------------------------------------------------------ the task
@@ -274,25 +249,14 @@ def run_job_task(job_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, by
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
-def failed_result(job: Job, exc: BaseException) -> dict[str, Any]:
+def failed_task_result(job: Job, exc: BaseException) -> dict[str, Any]:
     """The result of a job whose Ray task failed (worker died after its retry, OOM kill, ...)."""
-    name = type(exc).__name__
-    detail = _first_line(exc)
-    return {
-        "status": "failed",
-        "job": job.to_dict(),
-        "metrics": {},
-        "metric_info": {},
-        "skipped": {},
-        "env": {"executor": "ray"},
-        "error": f"{name}: the Ray task of this job failed (retried once): {detail}".rstrip(": "),
-        "traceback": "".join(traceback.format_exception(exc)).rstrip() + "\n",
-    }
+    from harness.runner import failed_result
+
+    detail = one_line(exc).partition(": ")[2]
+    error = f"{type(exc).__name__}: the Ray task of this job failed (retried once): {detail}".rstrip(": ")
+    tb = "".join(traceback.format_exception(exc)).rstrip() + "\n"
+    return failed_result(job, error, tb, env={"executor": "ray"})
 
 
 def write_files(tmp: Path, files: dict[str, bytes]) -> None:
@@ -334,16 +298,16 @@ def run_ray(store: Store, jobs: list[Job], summary: Summary, address: str | None
     started = connect(ray, address)
     claimed: set[str] = set()
     pending: dict[Any, Job] = {}
-    received: list[int] = []
     try:
-        with _sigterm_raises_exit(received):
+        with interrupts.signals():  # ray.init replaced the handlers: ours again
             _submit_and_collect(ray, store, jobs, summary, address, resources, claimed, pending)
     except BaseException:  # KeyboardInterrupt, SystemExit (SIGTERM), or a store error
         for ref in pending:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        if received:  # Ray turns a signal inside ray.wait into SystemExit(1)
-            raise SystemExit(128 + received[0]) from None
+        signum = interrupts.received()
+        if signum == signal.SIGTERM:  # Ray turns a signal inside ray.wait into SystemExit(1)
+            raise SystemExit(128 + signum) from None
         raise
     finally:
         for job_id in claimed:
@@ -385,10 +349,10 @@ def _submit_and_collect(ray, store: Store, jobs: list[Job], summary: Summary, ad
             try:
                 result, files = ray.get(ref)
             except Exception as exc:  # RayTaskError, WorkerCrashedError, OutOfMemoryError, ...
-                result, files = failed_result(job, exc), {}
+                result, files = failed_task_result(job, exc), {}
             _store_result(store, job, result, files)
             record(summary, job, result)
             store.release(job.id)
             claimed.discard(job.id)
             n += 1
-            print(f"[{n}/{total}] {job.id} {job.display}: {describe(result)}", file=sys.stderr)
+            print(f"[{n}/{total}] {job.id} {printable(job.display)}: {printable(describe(result))}", file=sys.stderr)

@@ -1,29 +1,46 @@
-"""The ``clip_benchmark`` dataset plugin: evaluation sets from clip_benchmark's dataset builders.
+"""The ``clip_benchmark`` dataset plugin: evaluation sets in clip_benchmark's webdataset layout.
 
-``build_dataset(dataset, root, split=..., download=False)`` reads data already on disk (the
-harness never downloads): e.g. ``wds/vtab/cifar10`` from clip_benchmark's webdataset layout
-(``root/{split}/nshards.txt``, ``root/{split}/0.tar``, ``root/classnames.txt``,
-``root/zeroshot_classification_templates.txt``, ``root/dataset_type.txt`` for retrieval), or a
-torchvision dataset (``cifar10``) from its folder. ``root`` may contain ``{dataset}`` and
-``{dataset_cleaned}`` (the name with "/" -> "-"), as in clip_benchmark's CLI. Classification
-sets keep clip_benchmark's class names and prompt templates. Images are resized on the shorter
-side and centre-cropped to ``image_size``. There is no training split: use it with
-``train: {steps: 0}`` to evaluate a pretrained encoder.
+clip_benchmark publishes its evaluation sets as webdataset folders (``wds/<name>``)::
+
+    root/{split}/nshards.txt          the number of shards n
+    root/{split}/0.tar ... {n-1}.tar  samples: an image (.webp/.png/.jpg/.jpeg) with a .cls label
+                                      (classification) or a .txt of captions, one per line (retrieval)
+    root/classnames.txt               one class name per line (classification)
+    root/zeroshot_classification_templates.txt   one prompt template with {c} per line
+    root/dataset_type.txt             "retrieval" for retrieval sets (default: classification)
+
+They are read here with the harness's own safe reader (``files.py``), not with clip_benchmark's
+builder: that builder shells out to ``curl`` for any path containing ``://`` and decodes shards with
+webdataset's default handlers, which unpickle ``.pyd``/``.pickle`` members and ``torch.load`` ``.pth``
+ones; its non-webdataset builders read torchvision formats that unpickle too (CIFAR). So a suite
+names ``wds/<name>`` only, ``root`` is a local folder (``{dataset}`` and ``{dataset_cleaned}``
+placeholders as in clip_benchmark's CLI), and ``split`` a plain folder name; all three are checked
+before anything is read. Nothing is ever downloaded. Images are resized on the shorter side and
+centre-cropped to ``image_size``. There is no training split: use it with ``train: {steps: 0}`` to
+evaluate a pretrained encoder.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from harness.registry import bind_params
+from harness.builtin.datasets.files import (
+    IMAGE_EXTENSIONS,
+    LOCAL_PATH,
+    decode_all,
+    first_image,
+    read_text,
+    shard_samples,
+)
 from harness.types import ClassificationSet, EvalSet, RetrievalSet
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval")
+MAX_SHARDS = 100_000
 
 
 def set_name(dataset: str) -> str:
@@ -32,21 +49,26 @@ def set_name(dataset: str) -> str:
 
 
 class ClipBenchmarkSets:
-    """Evaluation sets (zero-shot classification or retrieval) from clip_benchmark, local data only."""
+    """Evaluation sets (zero-shot classification or retrieval) in clip_benchmark's webdataset layout, local only."""
+
+    supplies: tuple[str, ...] = ()  # no hard-negative captions
 
     def __init__(
         self,
-        dataset: str,
-        root: str,
-        split: str = "test",
-        task: Literal["auto", "zeroshot_classification", "zeroshot_retrieval"] = "auto",
-        limit: int | None = None,
-        image_size: int = 224,
+        dataset: Annotated[str, Field(max_length=200, pattern=r"^wds/[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$",
+                                      description="a clip_benchmark webdataset name, wds/<name>, e.g. wds/vtab/cifar10")],
+        root: Annotated[str, Field(min_length=1, max_length=4096, pattern=LOCAL_PATH, description=(
+            "the local folder holding it; may contain {dataset} and {dataset_cleaned} (the name with '/' -> '-')"))],
+        split: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description=(
+            "the split folder under root, e.g. test"))] = "test",
+        task: Annotated[Literal["auto", "zeroshot_classification", "zeroshot_retrieval"], Field(description=(
+            "auto: read root/dataset_type.txt (retrieval, else classification)"))] = "auto",
+        limit: Annotated[int | None, Field(ge=1, le=10**9, description="read at most this many samples (null: all)")] = None,
+        image_size: Annotated[int, Field(ge=8, le=1024, description="side of the square images after resize and crop")] = 224,
     ):
-        self.check_params(dataset=dataset, root=root, task=task, limit=limit, image_size=image_size)
         self.dataset = dataset
-        self.root = root.format(dataset=dataset, dataset_cleaned=dataset.replace("/", "-"))
-        if not Path(self.root).exists():
+        self.root = root.replace("{dataset_cleaned}", dataset.replace("/", "-")).replace("{dataset}", dataset)
+        if not Path(self.root).is_dir():
             raise ValueError(f"root: no such folder {self.root!r} (clip_benchmark data is never downloaded here)")
         self.split = split
         self.task = self._resolve_task(task)
@@ -54,38 +76,14 @@ class ClipBenchmarkSets:
         self.image_size = image_size
         self._sets: list[EvalSet] | None = None
 
-    @classmethod
-    def check_params(cls, **params: Any) -> None:
-        """Raise ``ValueError`` naming the first bad param (``harness validate`` calls this; the
-        ``root`` folder is checked when the dataset is built)."""
-        p = bind_params(cls, params)
-        dataset, task, limit, image_size = p["dataset"], p["task"], p["limit"], p["image_size"]
-        if not dataset:
-            raise ValueError("dataset: give a clip_benchmark dataset name, e.g. wds/vtab/cifar10 or cifar10")
-        if task not in ("auto",) + TASKS:
-            raise ValueError(f"task must be one of auto, {', '.join(TASKS)}; got {task!r}")
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be >= 1 (or null for all), got {limit}")
-        if not 8 <= image_size <= 1024:
-            raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
-
     def _resolve_task(self, task: str) -> str:
         if task != "auto":
             return task
-        if self.dataset.startswith("wds/"):
-            kind_file = Path(self.root) / "dataset_type.txt"
-            kind = kind_file.read_text().strip().lower() if kind_file.exists() else "classification"
-            if kind not in ("classification", "retrieval"):
-                raise ValueError(
-                    f"dataset: {kind_file} says {kind!r}; only classification and retrieval are supported"
-                )
-            return "zeroshot_retrieval" if kind == "retrieval" else "zeroshot_classification"
-        from clip_benchmark.datasets.builder import get_dataset_default_task
-
-        default = get_dataset_default_task(self.dataset)
-        if default not in TASKS:
-            raise ValueError(f"dataset: {self.dataset!r} is a {default} dataset; supported tasks: {', '.join(TASKS)}")
-        return default
+        kind_file = Path(self.root) / "dataset_type.txt"
+        kind = read_text(kind_file, "dataset").strip().lower() if kind_file.exists() else "classification"
+        if kind not in ("classification", "retrieval"):
+            raise ValueError(f"dataset: {kind_file} says {kind[:40]!r}; only classification and retrieval are supported")
+        return "zeroshot_retrieval" if kind == "retrieval" else "zeroshot_classification"
 
     def train_pairs(self):
         raise ValueError(
@@ -93,70 +91,57 @@ class ClipBenchmarkSets:
             "use it with train: {steps: 0} to evaluate a pretrained encoder"
         )
 
-    def _transform(self, image) -> np.ndarray:
-        from PIL import Image, ImageOps
+    def _lines(self, name: str) -> list[str]:
+        return [line.strip() for line in read_text(Path(self.root) / name, "dataset").splitlines() if line.strip()]
 
-        return np.asarray(ImageOps.fit(image.convert("RGB"), (self.image_size,) * 2, Image.BICUBIC), dtype=np.uint8)
+    def _shards(self) -> list[Path]:
+        folder = Path(self.root) / self.split
+        text = read_text(folder / "nshards.txt", "dataset").strip()
+        if not re.fullmatch(r"\d{1,6}", text) or not 1 <= int(text) <= MAX_SHARDS:
+            raise ValueError(f"dataset: {folder / 'nshards.txt'} must hold a shard count in [1, {MAX_SHARDS}], "
+                             f"got {text[:20]!r}")
+        return [folder / f"{i}.tar" for i in range(int(text))]
 
-    def _build(self):
-        from clip_benchmark.datasets.builder import build_dataset
-
-        try:
-            with warnings.catch_warnings():  # clip_benchmark leaves webdataset's shardshuffle unset
-                warnings.filterwarnings("ignore", message=r"WebDataset\(shardshuffle=")
-                return build_dataset(self.dataset, root=self.root, transform=self._transform,
-                                     split=self.split, download=False, task=self.task)
-        except Exception as exc:
-            raise ValueError(
-                f"clip_benchmark could not build {self.dataset!r} from root {self.root!r} (split {self.split!r}, "
-                f"downloads disabled): {type(exc).__name__}: {exc}"
-            ) from None
-
-    def _items(self, ds) -> list[tuple[np.ndarray, Any]]:
+    def _items(self) -> list[tuple[bytes, bytes]]:
+        """(image bytes, label or captions bytes) of the first ``limit`` complete samples."""
+        target = "txt" if self.task == "zeroshot_retrieval" else "cls"
         limit = self.limit if self.limit is not None else float("inf")
-        items = []
-        if hasattr(ds, "__len__") and hasattr(ds, "__getitem__"):  # map-style (torchvision)
-            for i in range(int(min(len(ds), limit))):
-                items.append(ds[i])
-        else:  # iterable (webdataset)
-            with warnings.catch_warnings():
-                # stopping early drops webdataset's open shard, which only warns (ResourceWarning)
-                warnings.simplefilter("ignore", ResourceWarning)
-                stream = iter(ds)
-                try:
-                    for item in stream:
-                        if len(items) >= limit:
-                            break
-                        items.append(item)
-                finally:
-                    getattr(stream, "close", lambda: None)()
-        if not items:
-            raise ValueError(f"dataset: {self.dataset!r} split {self.split!r} under {self.root!r} is empty")
+        items: list[tuple[bytes, bytes]] = []
+        for shard in self._shards():
+            for _, members in shard_samples(shard, IMAGE_EXTENSIONS + (target,)):
+                image = first_image(members)
+                if image is not None and target in members:
+                    items.append((image, members[target]))
+                if len(items) >= limit:
+                    return items
         return items
 
     def eval_sets(self) -> list[EvalSet]:
         if self._sets is not None:
             return list(self._sets)
-        ds = self._build()
-        items = self._items(ds)
-        images = np.stack([image for image, _ in items])
+        try:
+            items = self._items()
+        except ValueError as exc:
+            raise ValueError(f"could not read {self.dataset!r} from root {self.root!r} (split {self.split!r}): {exc}") from None
+        if not items:
+            raise ValueError(f"dataset: {self.dataset!r} split {self.split!r} under {self.root!r} is empty")
+        decoded = decode_all([image for image, _ in items], self.image_size)
+        if any(a is None for a in decoded):
+            bad = sum(a is None for a in decoded)
+            raise ValueError(f"dataset: {bad} image(s) of {self.dataset!r} under {self.root!r} cannot be decoded")
+        images = np.stack(decoded)
         name = set_name(self.dataset)
         tags = {"source": "clip_benchmark", "dataset": self.dataset, "split": self.split}
         if self.task == "zeroshot_retrieval":
-            texts = [[c] if isinstance(c, str) else [str(x) for x in c] for _, c in items]
+            texts = [[c for c in raw.decode("utf-8", errors="replace").splitlines() if c.strip()] for _, raw in items]
             self._sets = [RetrievalSet(name, images, texts, tags=tags)]
         else:
-            classes, templates = getattr(ds, "classes", None), getattr(ds, "templates", None)
-            if not classes or not templates:
-                raise ValueError(
-                    f"dataset: {self.dataset!r} has no class names or prompt templates under {self.root!r}"
-                )
-            if isinstance(templates, dict):
-                raise ValueError(
-                    f"dataset: {self.dataset!r} has class-specific prompts; only '{{c}}' templates are supported"
-                )
-            labels = np.array([int(label) for _, label in items], dtype=np.int64)
-            self._sets = [ClassificationSet(name, images, labels, list(classes), list(templates), tags=tags)]
+            classes = self._lines("classnames.txt")
+            templates = self._lines("zeroshot_classification_templates.txt")
+            if not classes or not templates or not all("{c}" in t for t in templates):
+                raise ValueError(f"dataset: {self.dataset!r} needs classnames.txt and templates with '{{c}}' under {self.root!r}")
+            labels = np.array([_label(raw, len(classes)) for _, raw in items], dtype=np.int64)
+            self._sets = [ClassificationSet(name, images, labels, classes, templates, tags=tags)]
         return list(self._sets)
 
     def info(self) -> dict[str, Any]:
@@ -164,3 +149,10 @@ class ClipBenchmarkSets:
         if self._sets is not None:
             out["eval_size"] = sum(len(s) for s in self._sets)
         return out
+
+
+def _label(raw: bytes, n_classes: int) -> int:
+    text = raw.decode("ascii", errors="replace").strip()
+    if not re.fullmatch(r"\d{1,9}", text) or int(text) >= n_classes:
+        raise ValueError(f"dataset: a .cls member holds {text[:20]!r}, not a class index below {n_classes}")
+    return int(text)

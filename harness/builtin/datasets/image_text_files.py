@@ -9,57 +9,37 @@
 
 Images are decoded once (a thread pool), resized on their shorter side and centre-cropped to
 ``image_size`` (bicubic), and kept in memory as one uint8 array of N x S x S x 3 bytes (150 KB an
-image at 224). Unreadable images, empty captions and malformed rows are skipped, counted in
-``info()`` and reported in one warning line, never silently. A seeded random ``eval_fraction`` of
+image at 224). Files are read safely (``files.py``): local regular files only, shards through
+``tarfile`` reading only image and ``.txt`` members, never a decoder that runs code. Unreadable
+images, empty captions and malformed rows are skipped, counted in ``info()`` and reported in one
+warning line, never silently. A seeded random ``eval_fraction`` of
 the *images* (so no image is in both splits) forms the ``retrieval`` evaluation set.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import os
-import re
-import tarfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
-from harness.registry import bind_params
+from harness.builtin.datasets.files import (
+    IMAGE_EXTENSIONS,
+    LOCAL_PATH,
+    MAX_FILES,
+    count_braces,
+    decode_all,
+    expand_braces,
+    first_image,
+    regular_file,
+    shard_samples,
+)
 from harness.types import EvalSet, RetrievalSet
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 SKIP_REASONS = ("unreadable_image", "empty_caption", "missing_image_member", "bad_row")
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """Expand ``{a..b}`` (zero-padded to the width of ``a``) and ``{x,y}`` groups, left to right."""
-    match = re.search(r"\{([^{}]*)\}", pattern)
-    if match is None:
-        return [pattern]
-    head, tail, body = pattern[: match.start()], pattern[match.end():], match.group(1)
-    rng = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-    if rng:
-        lo, hi = int(rng.group(1)), int(rng.group(2))
-        width = len(rng.group(1))
-        step = 1 if hi >= lo else -1
-        options = [str(i).zfill(width) for i in range(lo, hi + step, step)]
-    else:
-        options = body.split(",")
-    return [p for opt in options for p in expand_braces(head + opt + tail)]
-
-
-def load_image(source: str | bytes, image_size: int) -> np.ndarray:
-    """Decode an image file (path or bytes) to (S, S, 3) uint8: shorter side to S, centre crop."""
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-        img.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale when it can
-        rgb = img.convert("RGB")
-    return np.asarray(ImageOps.fit(rgb, (image_size, image_size), Image.BICUBIC), dtype=np.uint8)
 
 
 class _Loaded:
@@ -96,28 +76,34 @@ class FilePairs:
 class ImageTextFiles:
     """Image-caption pairs from local files: a CSV/TSV of paths and captions, or webdataset shards."""
 
+    supplies: tuple[str, ...] = ()  # no hard-negative captions
+
     def __init__(
         self,
-        path: str,
-        image_key: str = "filepath",
-        caption_key: str = "title",
-        separator: str | None = None,
-        image_size: int = 224,
-        eval_fraction: float = 0.1,
-        seed: int = 0,
+        path: Annotated[str, Field(min_length=1, max_length=4096, pattern=LOCAL_PATH, description=(
+            "a local CSV/TSV file, or webdataset shards such as data/{00000..00009}.tar ('::' joins patterns)"))],
+        image_key: Annotated[str, Field(min_length=1, max_length=200, description="the table's image-path column")] = "filepath",
+        caption_key: Annotated[str, Field(min_length=1, max_length=200, description="the table's caption column")] = "title",
+        separator: Annotated[str | None, Field(min_length=1, max_length=1, description=(
+            "the table's one-character separator (default: tab for .tsv, else comma)"))] = None,
+        image_size: Annotated[int, Field(ge=8, le=1024, description="side of the square images after resize and crop")] = 224,
+        eval_fraction: Annotated[float, Field(gt=0, lt=1, description=(
+            "fraction of the images (not pairs) held out as the retrieval set"))] = 0.1,
+        seed: Annotated[int, Field(ge=0, le=2**31 - 1, description="seed of the train/eval split")] = 0,
     ):
-        self.check_params(path=path, image_size=image_size, eval_fraction=eval_fraction, separator=separator)
         self.path = path
         self.image_key = image_key
         self.caption_key = caption_key
         self.image_size = image_size
         self.eval_fraction = eval_fraction
         self.seed = seed
-        files = [f for part in path.split("::") for f in expand_braces(part)]
+        parts = path.split("::")
+        if sum(count_braces(part) for part in parts) > MAX_FILES:
+            raise ValueError(f"path: {path[:60]!r} names more than {MAX_FILES:,} files")
+        files = [f for part in parts for f in expand_braces(part)]
         self.shards = files if all(f.endswith(".tar") for f in files) else None
         for f in files:
-            if not Path(f).is_file():
-                raise ValueError(f"path: no such file {f!r}")
+            regular_file(f)
         if self.shards is None:
             if len(files) != 1:
                 raise ValueError(f"path: expected one CSV/TSV file or .tar shards, got {len(files)} files")
@@ -125,24 +111,6 @@ class ImageTextFiles:
             self.separator = separator or ("\t" if self.table.suffix.lower() == ".tsv" else ",")
             self._check_header()
         self._data: tuple[np.ndarray, list[list[str]], _Loaded] | None = None
-
-    @classmethod
-    def check_params(cls, **params: Any) -> None:
-        """Raise ``ValueError`` naming the first bad param (``harness validate`` calls this).
-
-        The files themselves are checked when the dataset is built, so a suite for data that lives
-        on another machine still validates here.
-        """
-        p = bind_params(cls, params)
-        path, image_size, eval_fraction, separator = p["path"], p["image_size"], p["eval_fraction"], p["separator"]
-        if not 8 <= image_size <= 1024:
-            raise ValueError(f"image_size must be in [8, 1024], got {image_size}")
-        if not 0.0 < eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-        if separator is not None and len(separator) != 1:
-            raise ValueError(f"separator must be one character (or null: from the extension), got {separator!r}")
-        if not path:
-            raise ValueError("path: give a CSV/TSV file or webdataset shards such as data/{00000..00009}.tar")
 
     # ------------------------------------------------------------------------------------ reading
     def _check_header(self) -> None:
@@ -178,24 +146,10 @@ class ImageTextFiles:
 
     def _read_shards(self, loaded: _Loaded) -> None:
         for shard in self.shards:
-            samples: dict[str, dict[str, bytes]] = {}
-            try:
-                with tarfile.open(shard) as tar:
-                    for member in tar:
-                        if not member.isfile():
-                            continue
-                        folder, _, base = member.name.rpartition("/")
-                        stem, dot, ext = base.partition(".")
-                        if not dot:
-                            continue
-                        key = f"{folder}/{stem}" if folder else stem
-                        samples.setdefault(key, {})[ext.lower()] = tar.extractfile(member).read()
-            except (tarfile.TarError, OSError) as exc:
-                raise ValueError(f"path: cannot read shard {shard!r}: {exc}") from None
-            name = os.path.basename(shard)
-            for key, members in samples.items():
+            name = Path(shard).name
+            for key, members in shard_samples(shard, IMAGE_EXTENSIONS + ("txt",)):
                 loaded.rows += 1
-                image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
+                image = first_image(members)
                 if image is None:
                     loaded.skip("missing_image_member", f"{name}:{key}")
                     continue
@@ -212,8 +166,7 @@ class ImageTextFiles:
             return self._data
         loaded = _Loaded()
         (self._read_shards if self.shards else self._read_table)(loaded)
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            arrays = list(pool.map(self._decode, loaded.sources))
+        arrays = decode_all(loaded.sources, self.image_size)
         keep = [i for i, a in enumerate(arrays) if a is not None]
         for i, a in enumerate(arrays):
             if a is None:
@@ -232,12 +185,6 @@ class ImageTextFiles:
             raise ValueError(f"path: {self.path} has {len(captions)} usable image-caption pairs; need at least 2")
         self._data = (images, captions, loaded)
         return self._data
-
-    def _decode(self, source: str | bytes) -> np.ndarray | None:
-        try:
-            return load_image(source, self.image_size)
-        except Exception:  # counted and reported by _load: PIL raises many types for bad files
-            return None
 
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng([self.seed, 0]).permutation(n)
