@@ -116,7 +116,7 @@ def test_local_executor_path_never_imports_ray():
 
 def test_failed_result_and_file_writing(tmp_path):
     j = job()
-    result = ray_executor.failed_result(j, ray.exceptions.WorkerCrashedError())
+    result = ray_executor.failed_task_result(j, ray.exceptions.WorkerCrashedError())
     assert result["status"] == "failed" and result["job"]["id"] == j.id and result["metrics"] == {}
     assert result["error"].startswith("WorkerCrashedError: the Ray task of this job failed (retried once): ")
     assert "\n" not in result["error"] and "WorkerCrashedError" in result["traceback"]

@@ -1,0 +1,379 @@
+"""Plugin contract v2: loss extras by declaration, ``harness.testing`` checks, validate-time refusals.
+
+Every registered built-in is run through its ``harness.testing`` check (so a new built-in is covered
+without editing a list), broken plugins are caught with a one-line reason, and a job delivers
+exactly the extras a loss declares, once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import fakes
+import harness
+from harness import hookimpl
+from harness.errors import HarnessError
+from harness.registry import DISTRIBUTION, Registry, set_registry
+from harness.runner import run_job
+from harness.suite import expand, parse_suite
+from harness.testing import check_dataset, check_encoder, check_evaluation, check_loss
+from harness.types import Loss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ every built-in fits its contract
+
+
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 12, 3), value, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _files_params(tmp_path) -> dict:
+    (tmp_path / "img").mkdir()
+    rows = ["filepath,title"]
+    for i in range(6):
+        (tmp_path / "img" / f"{i}.png").write_bytes(_png(40 * i))
+        rows.append(f"img/{i}.png,grey level {i}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return {"path": str(tmp_path / "pairs.csv"), "image_size": 16}
+
+
+def _clip_benchmark_params(tmp_path) -> dict:
+    root = tmp_path / "wds"
+    (root / "test").mkdir(parents=True)
+    (root / "test" / "nshards.txt").write_text("1")
+    (root / "classnames.txt").write_text("dark\nlight\n")
+    (root / "zeroshot_classification_templates.txt").write_text("a {c} image\n")
+    with tarfile.open(root / "test" / "0.tar", "w") as tar:
+        for i in range(4):
+            for name, data in ((f"s{i}.png", _png(60 * i)), (f"s{i}.cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return {"dataset": "wds/tiny", "root": str(root), "image_size": 16}
+
+
+# Built-ins whose params have no usable default (a file to read) get small data written here; a new
+# built-in with a required parameter must add an entry (the test below fails until it does).
+REQUIRED_PARAMS = {("dataset", "image_text_files"): _files_params, ("dataset", "clip_benchmark"): _clip_benchmark_params}
+SMALL = {("dataset", "shapes"): {"train_size": 64, "eval_size": 32}}
+CHECKS = {"loss": check_loss, "encoder": check_encoder, "dataset": check_dataset, "evaluation": check_evaluation}
+BUILTINS = [(e.kind, e.name) for kind in Registry(load_entrypoints=False).plugins.values() for e in kind.values()
+            if e.distribution == DISTRIBUTION]
+
+
+@pytest.mark.parametrize("kind, name", BUILTINS, ids=lambda x: x)
+def test_every_builtin_fits_its_contract(kind, name, tmp_path, use_registry):
+    registry = Registry(load_entrypoints=False)
+    use_registry(registry)
+    entry = registry.get(kind, name)
+    params = dict(SMALL.get((kind, name), {}))
+    if "<required>" in entry.params.values():
+        assert (kind, name) in REQUIRED_PARAMS, f"built-in {kind} {name!r} has required params: add test data above"
+        params.update(REQUIRED_PARAMS[(kind, name)](tmp_path))
+    assert CHECKS[kind](name, **params) is None
+    if kind == "loss":
+        assert isinstance(entry.create(**entry.resolve({})), Loss)
+
+
+# ------------------------------------------------------------------ broken plugins are caught
+
+
+class Bare(torch.nn.Module):
+    def forward(self, x, y):
+        return (x * y).sum(1).mean()  # a bare tensor, not a dict of terms
+
+
+class UnknownExtra(torch.nn.Module):
+    extras = ("step", "epoch")
+
+    def forward(self, x, y, **extras):
+        return {"l": (x * y).sum()}
+
+
+class Undeclared(torch.nn.Module):
+    extras = ("step",)
+
+    def forward(self, x, y):  # does not accept the extra it declares
+        return {"l": (x * y).sum()}
+
+
+class NaNLoss(torch.nn.Module):
+    def forward(self, x, y):
+        return {"l": (x * y).sum() * float("nan")}
+
+
+class InPlace(torch.nn.Module):
+    def forward(self, x, y):
+        x.data.mul_(2)
+        return {"l": (x * y).sum()}
+
+
+class Random(torch.nn.Module):
+    def forward(self, x, y):
+        return {"l": (x * y).sum() + torch.rand(())}
+
+
+class Detached(torch.nn.Module):
+    def forward(self, x, y):
+        return {"l": (x * y).sum().detach()}
+
+
+class Downcast(torch.nn.Module):
+    def forward(self, x, y):
+        return {"l": (x.half() * y.half()).sum()}
+
+
+class Matrix(torch.nn.Module):
+    def forward(self, x, y):
+        return {"l": x @ y.T}
+
+
+class NaNForOne(torch.nn.Module):
+    def forward(self, x, y):
+        x, y = x.float() if x.dtype == torch.bfloat16 else x, y.float() if y.dtype == torch.bfloat16 else y
+        off = (x @ y.T).masked_fill(torch.eye(len(x), dtype=torch.bool), float("nan"))
+        return {"l": torch.nanmean(off)}  # no negatives for one pair: NaN
+
+
+@pytest.mark.parametrize("factory, reason", [
+    (Bare, "must return a non-empty dict of named scalar terms, got Tensor"),
+    (UnknownExtra, "declares an unknown extra 'epoch'"),
+    (Undeclared, "declares the extra 'step' but forward\\(\\) does not accept it"),
+    (NaNLoss, "term 'l' is not finite"),
+    (InPlace, "modified its input image_features in place"),
+    (Random, "not deterministic"),
+    (Detached, "do not depend on the inputs"),
+    (Downcast, "term 'l' is torch.float16 for torch.float32 inputs"),
+    (Matrix, "term 'l' must be a scalar tensor, got \\(8, 8\\)"),
+    (NaNForOne, "a batch of one gives non-finite terms; raise ValueError"),
+])
+def test_check_loss_names_the_violation_on_one_line(factory, reason):
+    with pytest.raises(AssertionError, match=reason) as info:
+        check_loss(factory)
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"loss {factory.__name__}: ")
+
+
+def test_check_loss_refuses_bad_params_like_the_registry():
+    with pytest.raises(AssertionError, match=r"its params are refused: .*temperature.*greater than or equal to 0\.01"):
+        check_loss("clip", temperature=0.001)
+
+
+def test_checks_catch_broken_encoders_datasets_and_evaluations():
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.image, self.text = torch.nn.Linear(3, 4), torch.nn.Linear(3, 5)
+
+    class Mismatch:  # the towers disagree on d
+        pair_modality, precision = "text", None
+
+        def __init__(self):
+            self.model = Tower()
+
+        def preprocess_images(self, images, train):
+            return torch.from_numpy(images).float().mean(dim=(1, 2))
+
+        def pair_inputs(self, images, captions, train):
+            return self.tokenize(captions)
+
+        def tokenize(self, texts):
+            return torch.ones(len(texts), 3)
+
+        def encode_image(self, x):
+            return self.model.image(x)
+
+        def encode_pair(self, x):
+            return self.model.text(x)
+
+    with pytest.raises(AssertionError, match="returns dimension 5, the image tower 4"):
+        check_encoder(Mismatch)
+
+    class BadLabels:
+        def train_pairs(self):
+            raise ValueError("evaluation only")
+
+        def eval_sets(self):
+            return [harness.types.ClassificationSet("c", np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 3]),
+                                                    ["a", "b"], ["a {c}"])]
+
+    with pytest.raises(AssertionError, match="set 'c': labels must index classnames"):
+        check_dataset(BadLabels)
+
+    class Dotted:
+        metric_info = {"top1": harness.types.MetricInfo("t", "downstream", True)}
+
+        def evaluate(self, ctx):
+            return {"set.a": {"top1": 0.5}}
+
+    with pytest.raises(AssertionError, match="without dots"):
+        check_evaluation(Dotted)
+
+    class Undescribed:
+        metric_info = {}
+
+        def evaluate(self, ctx):
+            return {"score": 0.5}
+
+    with pytest.raises(AssertionError, match="result key 'score' has no metric_info entry"):
+        check_evaluation(Undescribed)
+
+
+# ------------------------------------------------------------------ extras reach the loss in training
+
+
+class ExtrasLoss(torch.nn.Module):
+    """Checks every extra it receives against what the trainer must send (test only)."""
+
+    extras = ("step", "total_steps", "image_raw", "text_raw", "text_negatives")
+    calls: list[dict] = []
+
+    def __init__(self, temperature: float = 0.1):
+        super().__init__()
+        self.register_buffer("logit_scale", torch.tensor(1 / temperature).log())
+
+    def forward(self, x, y, *, step, total_steps, image_raw, text_raw, text_negatives):
+        ExtrasLoss.calls.append({
+            "step": step, "total_steps": total_steps,
+            "raw_matches": bool(torch.allclose(F.normalize(image_raw, dim=-1), x, atol=1e-6)
+                                and torch.allclose(F.normalize(text_raw, dim=-1), y, atol=1e-6)),
+            "in_graph": image_raw.requires_grad and text_raw.requires_grad and text_negatives.requires_grad,
+            "negatives": tuple(text_negatives.shape),
+            "unit_norm": bool(torch.allclose(text_negatives.norm(dim=-1), torch.ones(()), atol=1e-5)),
+        })
+        logits = self.logit_scale.exp() * torch.cat([x @ y.T, torch.einsum("nd,nkd->nk", x, text_negatives)], 1)
+        return {"contrastive": F.cross_entropy(logits, torch.arange(len(x)))}
+
+
+class StepLoss(torch.nn.Module):
+    """Declares the step counters only."""
+
+    extras = ("step", "total_steps")
+
+    def forward(self, x, y, step, total_steps):
+        return {"contrastive": -(x * y).sum(1).mean() * (1 + step / total_steps)}
+
+
+class BareLoss(torch.nn.Module):
+    """Returns a bare tensor (test only)."""
+
+    def forward(self, x, y):
+        return -(x * y).sum(1).mean()
+
+
+class NegativePairs:
+    def __init__(self, n: int = 64):
+        rng = np.random.default_rng(0)
+        self.labels = rng.integers(0, 4, n)
+        self.images = np.clip(rng.normal(60 * self.labels[:, None, None, None], 20, (n, 4, 4, 3)), 0, 255).astype(np.uint8)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def get_batch(self, indices, rng):
+        return self.images[indices], [f"shade {self.labels[i]}" for i in indices]
+
+    def get_batch_with_negatives(self, indices, rng):
+        images, captions = self.get_batch(indices, rng)
+        return images, captions, [[f"shade {(self.labels[i] + k) % 4}" for k in (1, 2)] for i in indices]
+
+
+class NegativesData:
+    """Supplies two hard-negative captions per pair (test only)."""
+
+    supplies = ("text_negatives",)
+
+    def __init__(self, n: int = 64):
+        self.pairs = NegativePairs(n)
+
+    def train_pairs(self):
+        return self.pairs
+
+    def eval_sets(self):
+        p = self.pairs
+        return [harness.types.RetrievalSet("retrieval", p.images[:16], [[f"shade {l}"] for l in p.labels[:16]])]
+
+
+class ExtrasPlugins:
+    @staticmethod
+    @hookimpl
+    def harness_register_losses(register):
+        register("extras_loss", ExtrasLoss)
+        register("step_loss", StepLoss)
+        register("bare_loss", BareLoss)
+        register("unknown_extra", UnknownExtra)
+
+    @staticmethod
+    @hookimpl
+    def harness_register_datasets(register):
+        register("negatives_data", NegativesData)
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    site = fakes.install(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", fakes.DIST)
+    reg = Registry(extra_plugins=[(ExtrasPlugins, "extras-test")])
+    set_registry(reg)
+    yield reg
+    set_registry(None)
+    sys.modules.pop(fakes.MODULE, None)
+
+
+def _suite(objective: str, dataset: str = "negatives_data", steps: int = 6) -> dict:
+    return {"name": "extras", "objectives": [objective], "encoders": ["toy_linear"], "datasets": [dataset],
+            "train": {"steps": steps, "batch_size": 8, "lr": 0.01}, "evaluations": ["gap"]}
+
+
+def test_a_job_passes_exactly_the_declared_extras_once_per_step(registry, tmp_path):
+    ExtrasLoss.calls.clear()
+    (job,) = expand(parse_suite(_suite("extras_loss")))
+    result = run_job(job, tmp_path / "job")
+    assert result["status"] == "ok", result["traceback"]
+    assert [c["step"] for c in ExtrasLoss.calls] == list(range(6))  # 0-based, one forward per step
+    assert all(c["total_steps"] == 6 and c["raw_matches"] and c["in_graph"] and c["unit_norm"] for c in ExtrasLoss.calls)
+    assert all(c["negatives"] == (8, 2, 8) for c in ExtrasLoss.calls)  # (N, K, d)
+
+
+def test_v1_and_step_losses_train_and_only_declared_extras_are_sent(registry, tmp_path):
+    for name in ("toy_dot", "step_loss"):  # toy_dot: a v1 forward(x, y), nothing else may be passed
+        (job,) = expand(parse_suite(_suite(name, dataset="toy")))
+        result = run_job(job, tmp_path / name)
+        assert result["status"] == "ok", result["traceback"]
+
+
+def test_a_loss_returning_a_bare_tensor_fails_its_job_on_one_line(registry, tmp_path):
+    (job,) = expand(parse_suite(_suite("bare_loss", dataset="toy")))
+    result = run_job(job, tmp_path / "job")
+    assert result["status"] == "failed"
+    assert result["error"] == "BadLossOutput: loss 'bare_loss' must return a dict of named scalar terms, got a Tensor"
+
+
+def test_validate_refuses_unknown_extras_and_negatives_a_dataset_cannot_supply(registry, cli, write_suite):
+    with pytest.raises(HarnessError, match=r"objectives\[0\]: loss 'unknown_extra' declares an unknown extra 'epoch'; "
+                                           r"known extras: step, total_steps, image_raw, text_raw, text_negatives"):
+        expand(parse_suite(_suite("unknown_extra")))
+    path = write_suite("name: x\nobjectives: [extras_loss]\nencoders: [toy_linear]\ndatasets: [toy]\n"
+                       "train: {steps: 1}\nevaluations: [gap]\n")
+    code, out, err = cli("validate", str(path))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert (f"error: {path}: objectives[0]: loss 'extras_loss' needs the extra 'text_negatives', which dataset 'toy' "
+            f"(datasets[0]) cannot supply; datasets that can: negatives_data") in err
