@@ -38,14 +38,15 @@ def _git(args: list[str], where: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def git_commit() -> str | None:
+def git_commit(package: Path | None = None) -> str | None:
     """The commit of the harness's own checkout, or None for an installed (non-editable) harness.
 
-    Only the repository whose top level holds this very package counts: never the caller's
-    working directory, nor a repository that merely contains a site-packages folder. Git runs
-    with ``core.fsmonitor`` and hooks disabled, so no repository configuration runs a command.
+    Only the repository whose top level holds this very package (``package``: this module's
+    folder) counts: never the caller's working directory, nor a repository that merely contains a
+    site-packages folder. Git runs with ``core.fsmonitor`` and hooks disabled, so no repository
+    configuration runs a command.
     """
-    package = Path(__file__).resolve().parent
+    package = Path(package or Path(__file__).parent).resolve()
     top = _git(["rev-parse", "--show-toplevel"], package.parent)
     if not top or Path(top).resolve() / package.name != package:
         return None

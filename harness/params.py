@@ -225,9 +225,9 @@ def check_value(annotation: Any, value: Any, where: str) -> Any:
     """
     import pydantic
 
-    try:
-        adapter = pydantic.TypeAdapter(annotation)
-    except Exception:  # an annotation pydantic cannot handle: the factory validates
+    try:  # Python's re for Field(pattern=...): an author's pattern means what it means in Python
+        adapter = pydantic.TypeAdapter(annotation, config=pydantic.ConfigDict(regex_engine="python-re"))
+    except pydantic.PydanticSchemaGenerationError:  # a type pydantic cannot handle: the factory validates
         return value
     try:
         coerced = adapter.validate_python(value, strict=True if isinstance(value, bool) else None)

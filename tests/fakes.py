@@ -109,7 +109,7 @@ SOURCE = textwrap.dedent(
 
 
     class DotLoss(torch.nn.Module):
-        """Symmetric InfoNCE at a fixed temperature, or NaN / an exception on purpose (test only)."""
+        """Symmetric InfoNCE at a fixed temperature, or NaN / an exception / an exit on purpose (test only)."""
 
         def __init__(self, mode: str = "ok", temperature: float = 0.1):
             super().__init__()
@@ -119,6 +119,12 @@ SOURCE = textwrap.dedent(
         def forward(self, x, y):
             if self.mode == "raise":
                 raise RuntimeError("dot loss asked to raise")
+            if self.mode == "exit":
+                raise SystemExit(3)  # a plugin calling sys.exit(): that job fails, the suite goes on
+            if self.mode == "interrupt":
+                raise KeyboardInterrupt  # raised by the plugin itself, not by a Ctrl-C
+            if self.mode == "generator_exit":
+                raise GeneratorExit
             logits = self.logit_scale.exp() * x @ y.T
             labels = torch.arange(len(x))
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2

@@ -37,6 +37,7 @@ from harness.builtin.datasets.files import (
     regular_file,
     shard_samples,
 )
+from harness.params import bind_params
 from harness.types import EvalSet, RetrievalSet
 
 SKIP_REASONS = ("unreadable_image", "empty_caption", "missing_image_member", "bad_row")
@@ -91,16 +92,14 @@ class ImageTextFiles:
             "fraction of the images (not pairs) held out as the retrieval set"))] = 0.1,
         seed: Annotated[int, Field(ge=0, le=2**31 - 1, description="seed of the train/eval split")] = 0,
     ):
+        self.check_params(path=path)
         self.path = path
         self.image_key = image_key
         self.caption_key = caption_key
         self.image_size = image_size
         self.eval_fraction = eval_fraction
         self.seed = seed
-        parts = path.split("::")
-        if sum(count_braces(part) for part in parts) > MAX_FILES:
-            raise ValueError(f"path: {path[:60]!r} names more than {MAX_FILES:,} files")
-        files = [f for part in parts for f in expand_braces(part)]
+        files = [f for part in path.split("::") for f in expand_braces(part)]
         self.shards = files if all(f.endswith(".tar") for f in files) else None
         for f in files:
             regular_file(f)
@@ -111,6 +110,14 @@ class ImageTextFiles:
             self.separator = separator or ("\t" if self.table.suffix.lower() == ".tsv" else ",")
             self._check_header()
         self._data: tuple[np.ndarray, list[list[str]], _Loaded] | None = None
+
+    @classmethod
+    def check_params(cls, **params: Any) -> None:
+        """What the annotations cannot check, without touching a file (``harness validate`` calls it):
+        the path's brace patterns name at most ``MAX_FILES`` files in all."""
+        path = bind_params(cls, params)["path"]
+        if sum(count_braces(part) for part in path.split("::")) > MAX_FILES:
+            raise ValueError(f"path: {path[:60]!r} names more than {MAX_FILES:,} files")
 
     # ------------------------------------------------------------------------------------ reading
     def _check_header(self) -> None:
