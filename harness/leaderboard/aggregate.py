@@ -160,8 +160,7 @@ def references(runs: list[Run], main: MainScore | None) -> References:
     for label, cols in acc.items():
         out.values[label] = {}
         for col, vals in cols.items():
-            a = np.asarray(vals, dtype=float)
-            out.values[label][col] = (a.mean() if len(a) else math.nan, a.std(ddof=1) if len(a) > 1 else math.nan, len(a))
+            out.values[label][col] = _stat_row(np.asarray(vals, dtype=float))
         if main is not None and all(c in out.values[label] and out.values[label][c][2] for c in main.columns):
             out.main[label] = float(np.mean([out.values[label][c][0] for c in main.columns]))
     return out
@@ -209,7 +208,8 @@ def significance_text(p: float | None, is_top: bool) -> str:
 
 
 def _stat_row(vals: np.ndarray) -> tuple[float, float, int]:
-    return (vals.mean() if len(vals) else math.nan, vals.std(ddof=1) if len(vals) > 1 else math.nan, len(vals))
+    with np.errstate(all="ignore"):  # an infinite value gives an infinite mean and a NaN std, quietly
+        return (float(vals.mean()) if len(vals) else math.nan, float(vals.std(ddof=1)) if len(vals) > 1 else math.nan, len(vals))
 
 
 def aggregate(store: RunStore) -> Aggregate:
@@ -298,5 +298,5 @@ def aggregate(store: RunStore) -> Aggregate:
     pair = pd.concat(pair_frames, ignore_index=True) if pair_frames else pd.DataFrame(columns=PAIRWISE_COLUMNS)
     pair = pair.astype({"mean_a": float, "mean_b": float, "p_value": float, "p_holm": float, "significant": bool})
     return Aggregate(results=results, summary=summary.reset_index(drop=True), tables=tables, pairwise=pair,
-                     references=pd.DataFrame(ref_rows, columns=REFERENCE_COLUMNS),
+                     references=pd.DataFrame(ref_rows, columns=REFERENCE_COLUMNS).astype({"n": "Int64"}),
                      table_frame=pd.DataFrame(table_rows, columns=TABLE_COLUMNS))

@@ -72,25 +72,31 @@ def pairwise(dataset: str, encoder: str, order: list[str], scores: dict[str, np.
 
     Pairs: every unordered pair of ``order`` (the table's objectives in rank order, best first; ties
     and objectives without a score after, by label), as (order[i], order[j]) for i < j, in that order.
-    ``p_value`` is Welch's on the ok jobs' non-NaN main scores; a pair where a side has fewer than two
-    such jobs has no test: p_value and p_holm are NaN, significant is False, and it is not counted in
-    the Holm family (which holds exactly the pairs with a p_value).
+    ``p_value`` is Welch's on the ok jobs' non-NaN main scores (results.csv's ``main_score`` where
+    ``status == "ok"``). A pair where a side has fewer than two such jobs (or an infinite score) has no
+    test: p_value and p_holm are NaN, significant is False, and it is not counted in the Holm family,
+    which holds exactly the pairs with a p_value. ``significant`` is ``p_holm < 0.05``.
     """
     rows = []
-    for a, b in combinations(order, 2):
-        sa, sb = _finite(scores.get(a, [])), _finite(scores.get(b, []))
-        p = welch(sa, sb)
-        rows.append({
-            "dataset": dataset, "encoder": encoder, "objective_a": a, "objective_b": b,
-            "mean_a": sa.mean() if len(sa) else math.nan, "mean_b": sb.mean() if len(sb) else math.nan,
-            "p_value": math.nan if p is None else p, "p_holm": math.nan,
-        })
+    with np.errstate(all="ignore"):  # an infinite score: its mean is infinite and its test undefined (NaN)
+        for a, b in combinations(order, 2):
+            rows.append(_pair(dataset, encoder, a, b, scores))
     tested = [i for i, r in enumerate(rows) if not math.isnan(r["p_value"])]
     for i, p in zip(tested, holm([rows[i]["p_value"] for i in tested])):
         rows[i]["p_holm"] = p
     for r in rows:
         r["significant"] = bool(not math.isnan(r["p_holm"]) and r["p_holm"] < ALPHA)
     return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
+
+
+def _pair(dataset: str, encoder: str, a: str, b: str, scores: dict[str, np.ndarray]) -> dict:
+    sa, sb = _finite(scores.get(a, [])), _finite(scores.get(b, []))
+    p = welch(sa, sb)
+    return {
+        "dataset": dataset, "encoder": encoder, "objective_a": a, "objective_b": b,
+        "mean_a": float(sa.mean()) if len(sa) else math.nan, "mean_b": float(sb.mean()) if len(sb) else math.nan,
+        "p_value": math.nan if p is None else p, "p_holm": math.nan,
+    }
 
 
 @dataclass
@@ -120,7 +126,8 @@ def detectable(scores: dict[str, np.ndarray], pairs: int) -> Detectable | None:
     if not samples:
         return None
     dof = sum(len(s) - 1 for s in samples)
-    pooled = math.sqrt(sum((len(s) - 1) * s.var(ddof=1) for s in samples) / dof)
+    with np.errstate(all="ignore"):
+        pooled = math.sqrt(sum((len(s) - 1) * s.var(ddof=1) for s in samples) / dof)
     if not math.isfinite(pooled):
         return None
     n = min(len(s) for s in samples)
