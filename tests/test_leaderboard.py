@@ -265,6 +265,7 @@ def test_default_out_is_leaderboard_suite(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert build_leaderboard("runs/toy", formats=["csv"]) == Path("leaderboard/toy")
     assert (tmp_path / "leaderboard" / "toy" / "results.csv").exists()
+    assert (tmp_path / "leaderboard" / "index.html").exists()  # under a directory named leaderboard: the index is kept current
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -369,6 +369,10 @@ def test_index_links_every_suite(tmp_path):
     page = build_index(lb).read_text()
     assert 'href="digits/index.html"' in page and 'href="gap/index.html"' in page and 'href="gap/README.md"' in page
     assert page.index("digits/index.html") < page.index("gap/index.html")
+    assert 'href="gap/index.html#t-shapes-tiny"' in page  # each table links to its heading
+    assert 'id="t-shapes-tiny"' in (lb / "gap" / "index.html").read_text()
+    build_leaderboard(tmp_path / "runs" / "gap", out=tmp_path / "elsewhere" / "gap")  # not under leaderboard/: no index
+    assert not (tmp_path / "elsewhere" / "index.html").exists()
     assert (lb / "README.md").read_text() == "hand-written findings"
     board = json.loads((lb / "gap" / "board.json").read_text())
     assert board["tables"][0]["top"] == "b" and board["suite"] == "gap"

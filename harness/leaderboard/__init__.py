@@ -23,8 +23,9 @@
   table, critical-difference diagram, gap-vs-score plot), then how to read it, provenance, the
   details per (dataset, encoder), tuning, the other plots, failed jobs and skipped evaluations.
 
-``build_index(root)`` writes ``root/index.html`` linking every suite page under ``root``; pass
-``index=True`` to ``build_leaderboard`` to refresh it (``out``'s parent) after each suite.
+``build_index(root)`` writes ``root/index.html`` linking every suite page under ``root``;
+``build_leaderboard`` refreshes it (in ``out``'s parent) by itself when that parent is named
+``leaderboard`` (``index=True``/``False`` forces it either way).
 
 The main score and the statistics are documented in ``harness.leaderboard.aggregate`` and
 ``harness.leaderboard.stats``.
@@ -55,13 +56,15 @@ def build_leaderboard(
     out: str | Path | None = None,
     formats: Iterable[str] = FORMATS,
     command: str | None = None,
-    index: bool = False,
+    index: bool | None = None,
 ) -> Path:
     """Aggregate the results under ``runs_dir`` and write the requested formats; returns the output dir.
 
     Bad input (no such directory, no ``result.json``, a corrupt or hostile one) raises a one-line
     ``HarnessError``. ``command`` is the command line printed on the page (default: the equivalent
-    ``harness leaderboard``). ``index=True`` also rewrites ``<out>/../index.html`` (``build_index``).
+    ``harness leaderboard``). ``index=True`` also rewrites ``<out>/../index.html`` (``build_index``);
+    the default (None) does so when ``out``'s parent directory is named ``leaderboard``, as in
+    ``harness leaderboard runs/gap --out leaderboard/gap``, so the top-level index stays current.
     """
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -91,7 +94,7 @@ def build_leaderboard(
         _write(store, agg, prov, out_dir, formats)
     except OSError as exc:
         raise HarnessError(f"{out_dir}: cannot write the leaderboard: {exc.strerror or exc}") from None
-    if index:
+    if index or (index is None and out_dir.resolve().parent.name == "leaderboard"):
         build_index(out_dir.parent)
     return out_dir
 

@@ -292,7 +292,7 @@ def aggregate(store: RunStore) -> Aggregate:
     front = ["dataset", "encoder", "rank", "objective", "n_ok", "n_failed", "main_score.mean", "main_score.std",
              "main_score.n", "welch_p_vs_top", "p_holm_vs_top", "significance", "mean_rank"]
     summary = pd.DataFrame(rows, columns=front + [c for c in (rows[0] if rows else {}) if c not in front])
-    summary["rank"] = summary["rank"].astype("Int64")
+    summary = summary.astype({"rank": "Int64"}).copy()  # one consolidated frame (no fragmentation warnings later)
     results.insert(results.columns.get_loc(LR_COLUMN) + 1, "main_score", scores_col)
     pair_frames = [f for f in pair_frames if len(f)]
     pair = pd.concat(pair_frames, ignore_index=True) if pair_frames else pd.DataFrame(columns=PAIRWISE_COLUMNS)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from html import escape as e
 from pathlib import Path
 
 from harness.leaderboard.aggregate import SIGNIFICANCE_METHOD
+from harness.leaderboard.index import table_anchor
 from harness.leaderboard.load import RunStore
 from harness.leaderboard.markdown import FILES_DOC, MAIN_SCORE_DOC, RANKS_DOC, failures, headline, skipped
 from harness.leaderboard.plots import Plot
@@ -105,14 +105,10 @@ def _image(out: Path, plot: Plot) -> str:
     return f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}"><figcaption class="note">{e(plot.caption)}</figcaption></figure>'
 
 
-def _id(*parts: str) -> str:
-    return "t-" + re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(parts)).strip("-")[:80]
-
-
 def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot], out: Path) -> str:
     parts = [f"<h1>Leaderboard: {e(store.suite)}</h1>", f'<p class="note">{e(headline(store, prov))}</p>']
     for sec in secs:  # the answer first
-        parts.append(f'<h2 id="{_id(sec.dataset, sec.encoder)}">{e(sec.dataset)} · {e(sec.encoder)}</h2>')
+        parts.append(f'<h2 id="{table_anchor(sec.dataset, sec.encoder)}">{e(sec.dataset)} · {e(sec.encoder)}</h2>')
         if sec.main is not None:
             parts += ["<h3>Main score</h3>", render_table(sec.main)]
         parts.append('<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in sec.notes) + "</ul>")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from html import escape as e
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,11 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def table_anchor(dataset: str, encoder: str) -> str:
+    """The id of a table's heading on the suite page (``index.html#<anchor>``)."""
+    return "t-" + re.sub(r"[^A-Za-z0-9_-]+", "-", f"{dataset}-{encoder}").strip("-")[:80]
+
+
 def board_facts(store, agg, prov: list[tuple[str, str]], formats: list[str]) -> dict[str, Any]:
     """What the index shows for one suite (JSON-safe: NaN become null)."""
     tables = []
@@ -43,6 +49,7 @@ def board_facts(store, agg, prov: list[tuple[str, str]], formats: list[str]) -> 
         s = agg.summary
         row = s[(s["dataset"] == dataset) & (s["encoder"] == encoder) & (s["objective"] == top)] if top else s.iloc[0:0]
         tables.append({
+            "anchor": table_anchor(dataset, encoder),
             "dataset": dataset,
             "encoder": encoder,
             "main_score": t.main.pattern if t.main else None,
@@ -80,6 +87,14 @@ def _fmt(x: Any) -> str:
     return f"{v:.3f}" if abs(v) >= 0.001 or v == 0 else f"{v:.1e}"
 
 
+def _table_link(suite_dir: str, pages: list[str], t: dict[str, Any]) -> str:
+    text = e(f"{t.get('dataset', '—')} · {t.get('encoder', '—')}")
+    anchor = t.get("anchor")
+    if "index.html" in pages and isinstance(anchor, str) and re.fullmatch(r"[A-Za-z0-9_-]+", anchor):
+        return f'<a href="{e(suite_dir)}/index.html#{anchor}">{text}</a>'
+    return text
+
+
 def _td(html_text: str, value: float | None) -> str:
     return f'<td data-value="{value!r}">{html_text}</td>' if value is not None else f"<td>{html_text}</td>"
 
@@ -106,7 +121,7 @@ def write_index(root: Path) -> Path:
             cells = [
                 (f'<a href="{e(sub.name)}/{pages[0]}">{e(str(board.get("suite", sub.name)))}</a>' if pages
                  else e(str(board.get("suite", sub.name))), None),
-                (e(f"{t.get('dataset', '—')} · {t.get('encoder', '—')}"), None),
+                (_table_link(sub.name, pages, t), None),
                 (e(str(t.get("description") or "—")) + e(arrow), None),
                 (e(str(t.get("top") or "—")), None),
                 (_fmt(t.get("top_mean")), _num(t.get("top_mean"))),

@@ -153,7 +153,7 @@ def cd_diagram(agg: Aggregate, out: Path) -> Plot | None:
         sig = fr.nemenyi.rename(index=names, columns=names)
         colors = _colors(t.order)
         sp.critical_difference_diagram(
-            ranks, sig, ax=ax, cd=fr.cd, alpha=0.05,
+            ranks, sig, ax=ax, alpha=0.05,
             label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
             label_props={"fontsize": LABEL_SIZE}, color_palette={names[o]: colors[o] for o in fr.objectives},
             crossbar_props={"linewidth": 3}, text_h_margin=0.05,
@@ -164,12 +164,18 @@ def cd_diagram(agg: Aggregate, out: Path) -> Plot | None:
         frac = min(0.3, chars * LABEL_SIZE * 0.6 / 72 / (width_in - 0.4))
         pad = max(0.5, frac * (k - 1) / (1 - 2 * frac) + 0.2)
         ax.set_xlim(1 - pad, k + pad)
+        # the CD as a scale bar above the tick labels (scikit-posthocs' own sits on them), from rank 1
+        bottom, _ = ax.get_ylim()
+        ax.plot([1, 1 + fr.cd], [1.3, 1.3], color="k", linewidth=3, clip_on=False)
+        ax.text(1 + fr.cd / 2, 1.55, f"critical difference (Nemenyi) = {fr.cd:.2f}", ha="center", va="bottom",
+                fontsize=LEGEND_SIZE + 1)
+        ax.set_ylim(bottom, 2.2)
         ax.set_xticks(range(1, k + 1))
         ax.spines["top"].set_bounds(1, k)
         ax.tick_params(labelsize=LEGEND_SIZE + 1)
         p = "n/a" if math.isnan(fr.p_value) else (f"{fr.p_value:.3f}" if fr.p_value >= 0.001 else f"{fr.p_value:.1e}")
         ax.set_title(_text(f"{t.dataset} · {t.encoder}: mean rank over {len(fr.tasks)} tasks (1 = best); "
-                           f"Friedman p = {p}, Nemenyi CD = {fr.cd:.2f}"), fontsize=TITLE_SIZE, pad=34)
+                           f"Friedman p = {p}"), fontsize=TITLE_SIZE)
     _save(fig, out / "cd_diagram.png")
     return Plot("cd_diagram.png", "Critical-difference diagram",
                 "Mean rank of each objective over the table's tasks (1 = best; Demsar 2006). A thick bar joins "

@@ -262,7 +262,8 @@ def sections(agg: Aggregate, store: RunStore) -> list[Section]:
     out = []
     for (dataset, encoder), stats in agg.tables.items():
         rows = agg.summary[(agg.summary["dataset"] == dataset) & (agg.summary["encoder"] == encoder)]
-        rows = rows.set_index("objective").loc[stats.order].reset_index()
+        position = {o: i for i, o in enumerate(rows["objective"])}
+        rows = rows.iloc[[position[o] for o in stats.order]].reset_index(drop=True)
         objective = [Cell(o) for o in rows["objective"]]
         n = [
             Cell(f"{ok} (+{failed} failed)" if failed else f"{ok}", float(ok))
