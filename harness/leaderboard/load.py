@@ -42,6 +42,8 @@ LR_COLUMN = "train.lr"  # each job's job.train.lr
 RESERVED = frozenset(ID_COLUMNS) | {LR_COLUMN, "main_score"}  # metric columns never take these names
 MAX_DEPTH = 64  # nesting of a result.json (a real one is under 10 deep)
 MAX_INT_DIGITS = 30  # an integer literal (seeds, steps, counts) with more digits is refused
+MAX_BYTES = 256 * 2**20  # a result.json is a few KiB; one larger than this is not one
+MAX_SEED = 2**63 - 1
 GROUPS = ("gap", "downstream", "train")
 TRAIN_DISPLAY = {"final_loss": "final loss", "samples_per_s": "samples/s"}
 
@@ -238,6 +240,8 @@ def _depth_ok(data: Any) -> bool:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise HarnessError(f"{path}: corrupt result (larger than {MAX_BYTES // 2**20} MiB)")
         data = json.loads(path.read_bytes().decode("utf-8"), parse_int=_parse_int, parse_float=_parse_float)
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read: {exc.strerror}") from None
@@ -330,8 +334,8 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
     if not isinstance(job, dict):
         raise HarnessError(f"{path}: corrupt result (no 'job' record)")
     seed = job.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise HarnessError(f"{path}: corrupt result (job.seed must be an integer, got {seed!r})")
+    if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > MAX_SEED:
+        raise HarnessError(f"{path}: corrupt result (job.seed must be an integer below 2**63, got {seed!r:.40})")
     labels = {k: _label(job.get(k), k, path) for k in ("objective", "encoder", "dataset")}
     stage = job.get("stage")
     if stage is not None and not isinstance(stage, str):

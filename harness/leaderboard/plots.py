@@ -43,9 +43,13 @@ class Plot:
     caption: str
 
 
-def _text(s: str) -> str:
-    """A plugin string made safe for matplotlib (no mathtext)."""
-    return s.replace("$", r"\$")
+def _short(s: str, limit: int) -> str:
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _text(s: str, limit: int = 120) -> str:
+    """A plugin string made safe for matplotlib (no mathtext) and short enough to draw."""
+    return _short(s, limit).replace("$", r"\$")
 
 
 def _slug(s: str) -> str:
@@ -112,7 +116,7 @@ def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metri
             xerr = x.std(ddof=1) if len(x) > 1 else 0.0
             yerr = y.std(ddof=1) if len(y) > 1 else 0.0
             ax.errorbar(x.mean(), y.mean(), xerr=xerr, yerr=yerr, fmt="o", color=c, capsize=3, markersize=7,
-                        label=_text(f"{objective} (n={len(x)})"))
+                        label=_text(f"{_short(objective, 40)} (n={len(x)})"))
         ax.set_xlabel(_text(f"gap: centroid distance ({gap_col}), lower = smaller gap"), fontsize=LABEL_SIZE)
         rule = agg.main_scores.get((dataset, encoder))
         ylabel = f"main score {rule.arrow}: {rule.description}" if rule else "main score"
@@ -215,7 +219,7 @@ def tuning_plot(store: RunStore, order: list[str], out: Path) -> Plot | None:
         for objective in sorted(per, key=lambda o: (order.index(o) if o in order else len(order), o)):
             pts = pd.DataFrame(per[objective], columns=["lr", "v"]).groupby("lr")["v"].mean()
             c = colors[objective]
-            ax.plot(pts.index, pts.values, "o-", color=c, label=_text(objective), linewidth=1.5, markersize=5)
+            ax.plot(pts.index, pts.values, "o-", color=c, label=_text(objective, 40), linewidth=1.5, markersize=5)
             lr = chosen.get((dataset, encoder, objective))
             if lr is not None and lr in pts.index:
                 ax.plot([lr], [pts[lr]], marker="*", markersize=15, color=c, markeredgecolor="k", linestyle="none")
@@ -286,7 +290,7 @@ def pca_plots(store: RunStore, order: list[str], out: Path) -> list[Plot]:
                 if len(pts) > MAX_POINTS:
                     pts = pts[rng.choice(len(pts), MAX_POINTS, replace=False)]
                 ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.5, color=c, linewidths=0, label=name)
-            ax.set_title(_text(f"{objective}\nseed {run.seed}, {f.stem}"), fontsize=LEGEND_SIZE + 1)
+            ax.set_title(_text(f"{_short(objective, 40)}\nseed {run.seed}, {f.stem}"), fontsize=LEGEND_SIZE + 1)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel("PC 1", fontsize=LEGEND_SIZE)
@@ -335,7 +339,7 @@ def loss_curves(store: RunStore, order: list[str], out: Path) -> Plot | None:
     for ax, ((dataset, encoder), lines) in zip(axes, sorted(curves.items())):
         seen = set()
         for objective, steps, losses in sorted(lines, key=lambda t: order.index(t[0])):
-            label = _text(objective) if objective not in seen else None
+            label = _text(objective, 40) if objective not in seen else None
             seen.add(objective)
             ax.plot(steps, losses, color=colors[objective], alpha=0.7, linewidth=1.2, label=label)
         ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
