@@ -31,6 +31,11 @@ INFO = {
     "zeroshot_classification": {"top1": {"display": "top-1", "group": "downstream", "higher_is_better": True}},
     "retrieval": {"image_to_text_r1": {"display": "I→T R@1", "group": "downstream", "higher_is_better": True}},
 }
+# what the evaluations declare as their main score, in the suite's evaluation order (gap declares none)
+DECLARED = {
+    "zeroshot_classification": {"key": "*.top1", "higher_is_better": True, "description": "zero-shot top-1 (mean over classification sets)"},
+    "retrieval": {"key": "*.image_to_text_r1", "higher_is_better": True, "description": "image→text R@1 (mean over retrieval sets)"},
+}
 # objective label -> per seed: (centroid distance, separability, uniformity, shape top1, color top1, i2t r1)
 DATA = {
     "clip": {0: (0.60, 1.00, -1.5, 0.50, 0.40, 0.30), 1: (0.70, 0.98, -1.6, 0.55, 0.45, 0.32), 2: (0.80, 0.99, -1.7, 0.60, 0.50, 0.34)},
@@ -46,18 +51,20 @@ def _spec(label: str) -> dict:
 
 def write_job(root: Path, job_id: str, objective: str, seed: int, status: str = "ok", metrics: dict | None = None,
               error: str | None = None, encoder: str = "tiny", dataset: str = "shapes", suite: str = "toy",
-              skipped: dict | None = None) -> Path:
+              skipped: dict | None = None, main_scores: dict | None = DECLARED, job_extra: dict | None = None,
+              extra: dict | None = None) -> Path:
     job = {
         "id": job_id, "suite": suite, "objective": _spec(objective), "encoder": _spec(encoder), "dataset": _spec(dataset),
         "train": {"steps": 10}, "seed": seed,
         "evaluations": [{"name": n, "params": {}, "label": n} for n in ("gap", "zeroshot_classification", "retrieval")],
-        "save": [], "resources": {},
+        "save": [], "resources": {}, **(job_extra or {}),
     }
     result = {
         "status": status, "job": job, "metrics": metrics or {}, "metric_info": INFO, "skipped": skipped or {},
         "env": {"harness_version": "0.1.0", "git_commit": "abc123", "device_name": "Test CPU (2 cores)", "torch_threads": 2,
                 "started_at": f"2025-01-0{1 + seed % 3}T10:00:00+00:00", "wall_time_s": 10.0, "train_time_s": 8.0},
         "error": error, "traceback": "Traceback ...\n" if error else None,
+        **({"main_scores": main_scores} if main_scores is not None else {}), **(extra or {}),
     }
     d = root / job_id
     d.mkdir(parents=True)
@@ -159,10 +166,18 @@ def test_significance_is_welch_against_the_top_row(summary):
         t = (a.mean() - top.mean()) / math.sqrt(va + vb)
         df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(top) - 1))
         assert summary.loc[label, "welch_p_vs_top"] == pytest.approx(2 * stats.t.sf(abs(t), df))
+    # the significance column is Holm-corrected over the table's three testable pairs (EVIL has one seed)
+    p = {pair: stats.ttest_ind(_main(DATA[pair[0]]), _main(DATA[pair[1]]), equal_var=False).pvalue
+         for pair in [("clip", "cua"), ("clip", "clip(temperature=1.0)"), ("cua", "clip(temperature=1.0)")]}
+    ordered = sorted(p.values())
+    holm = np.maximum.accumulate([min(1.0, (3 - i) * q) for i, q in enumerate(ordered)])  # Holm by hand
+    adjusted = {pair: holm[ordered.index(v)] for pair, v in p.items()}
+    assert summary.loc["cua", "p_holm_vs_top"] == pytest.approx(adjusted[("clip", "cua")])
+    assert summary.loc["clip(temperature=1.0)", "p_holm_vs_top"] == pytest.approx(adjusted[("clip", "clip(temperature=1.0)")])
     assert summary.loc["clip", "significance"] == "top"
-    assert summary.loc["cua", "significance"].startswith("n.s.")  # overlapping seeds: not significant
-    assert summary.loc["clip(temperature=1.0)", "significance"].startswith("p=")  # p < 0.05
-    assert summary.loc[EVIL, "significance"] == "n<2"
+    assert summary.loc["cua", "significance"].startswith("n.s. (p_holm=")  # overlapping seeds: not significant
+    assert summary.loc["clip(temperature=1.0)", "significance"].startswith("p_holm=")  # p_holm < 0.05
+    assert summary.loc[EVIL, "significance"] == "n<2" and math.isnan(summary.loc[EVIL, "p_holm_vs_top"])
 
 
 def _table(readme: str, title: str) -> list[list[str]]:
@@ -185,9 +200,9 @@ def test_readme_tables_bold_the_best_cell_by_direction(board):
 
     main = _table(readme, "Main score")
     header, rows = main[0], {r[0]: r for r in main[1:]}
-    assert header[2:4] == ["main score ↑", "vs top (Welch)"]
+    assert header[2:5] == ["main score ↑", "vs top (Welch, Holm)", "mean rank over tasks ↓"]
     assert rows["clip"][2] == "**0.500 ± 0.050**"
-    assert rows["clip"][3] == "top" and rows["cua"][3].startswith("n.s. (p=") and rows[ESCAPED][3] == "n<2"
+    assert rows["clip"][3] == "top" and rows["cua"][3].startswith("n.s. (p_holm=") and rows[ESCAPED][3] == "n<2"
     down = _table(readme, "Downstream: zeroshot_classification")
     header, rows = down[0], {r[0]: r for r in down[1:]}
     top1 = header.index("shape top-1 ↑")  # one evaluation per table: no evaluation prefix
@@ -208,7 +223,7 @@ def test_readme_lists_failures_provenance_plots_and_escapes(board):
     assert "Welch" in readme and "Main score" in readme
     assert "arithmetic (3 jobs): no arithmetic set" in readme
     assert EVIL not in readme and "<script" not in readme
-    for png in ("gap_vs_score.png", "loss_curves.png", "pca_shapes_tiny.png"):
+    for png in ("gap_vs_score.png", "cd_diagram.png", "loss_curves.png", "pca_shapes_tiny.png"):
         assert (board / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in readme
 
@@ -217,10 +232,11 @@ def test_html_page_is_standalone_and_escaped(board):
     page = (board / "index.html").read_text()
     assert page.count("<script>") == 1  # only the page's own sorting script
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count('src="data:image/png;base64,') == 3
+    assert page.count('src="data:image/png;base64,') == 4  # CD diagram, gap vs score, PCA, loss curves
     assert "http://" not in page and "https://" not in page
     assert "default-src 'none'" in page
-    assert page.count('<table class="sortable') == 6  # gap, main score, zero-shot, retrieval, train + failed jobs
+    # main score, gap, zero-shot, retrieval, train, every pair + failed jobs
+    assert page.count('<table class="sortable') == 7
     assert 'class="best" data-value="0.2' in page
 
 
@@ -249,6 +265,7 @@ def test_default_out_is_leaderboard_suite(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert build_leaderboard("runs/toy", formats=["csv"]) == Path("leaderboard/toy")
     assert (tmp_path / "leaderboard" / "toy" / "results.csv").exists()
+    assert (tmp_path / "leaderboard" / "index.html").exists()  # under a directory named leaderboard: the index is kept current
 
 
 @pytest.mark.parametrize("setup, message", [

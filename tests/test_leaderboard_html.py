@@ -19,11 +19,19 @@ EVIL = "<script>alert(1)</script>"
 INFO = {
     "gap": {"centroid_distance": {"display": "centroid distance", "group": "gap", "higher_is_better": False}},
     "zeroshot_classification": {"top1": {"display": "top-1", "group": "downstream", "higher_is_better": True}},
+    "linear_probe": {"accuracy": {"display": "accuracy", "group": "downstream", "higher_is_better": True}},
 }
-# label -> [(centroid distance, top-1) per seed]; main-score order clip, cua, EVIL; centroid order cua, EVIL, clip
-DATA = {"clip": [(0.7, 0.50), (0.8, 0.52)], "cua": [(0.2, 0.45), (0.3, 0.47)], EVIL: [(0.5, 0.30)]}
-
-
+MAIN_SCORES = {
+    "zeroshot_classification": {"key": "*.top1", "higher_is_better": True, "description": "zero-shot top-1 (mean over sets)"},
+    "linear_probe": {"key": "*.accuracy", "higher_is_better": True, "description": "linear-probe accuracy"},
+}
+REFERENCES = {"chance": {"zeroshot_classification.s.top1": 0.25, "linear_probe.s.accuracy": 0.25},
+              "raw pixels": {"linear_probe.s.accuracy": 0.3}}
+# label -> [(centroid distance, top-1, probe accuracy) per seed]; main-score order clip, cua, EVIL, extra;
+# centroid order cua, EVIL, clip, extra
+DATA = {"clip": [(0.7, 0.50, 0.6), (0.8, 0.52, 0.62)], "cua": [(0.2, 0.45, 0.55), (0.3, 0.47, 0.57)],
+        EVIL: [(0.5, 0.30, 0.4)], "extra": [(0.9, 0.2, 0.3), (0.95, 0.22, 0.32)]}
+LRS = (1e-4, 1e-3, 1e-2)
 def _find(name: str, *candidates: str) -> str | None:
     for c in (name, *candidates):
         path = shutil.which(c)
@@ -40,29 +48,43 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _write_job(root: Path, job_id: str, label: str, seed: int, metrics: dict, status: str = "ok") -> None:
+def _write_job(root: Path, job_id: str, label: str, seed: int, metrics: dict, status: str = "ok", job_extra: dict | None = None,
+               result_extra: dict | None = None) -> None:
     spec = lambda name, label=None: {"name": name, "params": {}, "label": label or name}  # noqa: E731
     job = {"id": job_id, "suite": "html", "objective": spec("x", label), "encoder": spec("tiny"), "dataset": spec("shapes"),
-           "train": {}, "seed": seed, "evaluations": [spec("gap"), spec("zeroshot_classification")], "save": [], "resources": {}}
-    result = {"status": status, "job": job, "metrics": metrics, "metric_info": INFO, "skipped": {},
+           "train": {"lr": 1e-3}, "seed": seed, "evaluations": [spec("gap"), spec("zeroshot_classification"), spec("linear_probe")],
+           "save": [], "resources": {}, **(job_extra or {})}
+    result = {"status": status, "job": job, "metrics": metrics, "metric_info": INFO, "skipped": {}, "main_scores": MAIN_SCORES,
               "env": {"device_name": "test", "wall_time_s": 1.0, "started_at": "2025-01-01T00:00:00+00:00"},
-              "error": "ValueError: <img src=x onerror=alert(2)>" if status != "ok" else None, "traceback": None}
+              "error": "ValueError: <img src=x onerror=alert(2)>" if status != "ok" else None, "traceback": None,
+              **(result_extra or {})}
     (root / job_id).mkdir(parents=True)
     (root / job_id / "result.json").write_text(json.dumps(result))
     (root / job_id / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 2.0 - s / 10}) + "\n" for s in range(5)))
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Path:
+def board(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs") / "html"
     n = 0
+    tuning = {"trials": len(LRS), "seeds": [0], "metric": "validation.s.top1"}
     for label, seeds in DATA.items():
-        for seed, (cd, top1) in enumerate(seeds):
-            _write_job(root, f"j{n}", label, seed, {"gap": {"centroid_distance": cd}, "zeroshot_classification": {"s": {"top1": top1}}})
+        for seed, (cd, top1, acc) in enumerate(seeds):
+            _write_job(root, f"j{n}", label, seed, {"gap": {"centroid_distance": cd}, "zeroshot_classification": {"s": {"top1": top1}},
+                                                     "linear_probe": {"s": {"accuracy": acc}}},
+                       job_extra={"tuned": {"train.lr": LRS[n % 3]}, "tuning": tuning}, result_extra={"reference_rows": REFERENCES})
             n += 1
+        for i, lr in enumerate(LRS):  # the tuning stage: one seed per learning rate
+            _write_job(root, f"t{n}-{i}", label, 0, {"validation": {"s": {"top1": 0.3 + 0.1 * i}}},
+                       job_extra={"stage": "tune", "trial": {"train.lr": lr}, "train": {"lr": lr}})
     _write_job(root, "jfail", "broken", 0, {}, status="failed")  # a row with no numbers: stays last when sorting
-    out = build_leaderboard(root, out=tmp_path_factory.mktemp("board"), formats=["html"])
-    return out / "index.html"
+    out = build_leaderboard(root, out=tmp_path_factory.mktemp("board") / "html", formats=["html", "csv"], index=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(board) -> Path:
+    return board / "index.html"
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +123,10 @@ def _first_column(table) -> list[str]:
     return [row.find_element(By.CSS_SELECTOR, "td").text for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
 
+def _severe(drv) -> list:
+    return [entry for entry in drv.get_log("browser") if entry["level"] == "SEVERE"]
+
+
 def test_page_loads_without_console_errors_or_alerts(driver, page):
     from selenium.common.exceptions import NoAlertPresentException
 
@@ -108,10 +134,25 @@ def test_page_loads_without_console_errors_or_alerts(driver, page):
     assert driver.execute_script("return document.readyState") == "complete"
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert  # noqa: B018 -- an injected <script>alert(1)</script> would have opened one
-    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-    assert severe == []
-    images = driver.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-    assert len(images) == 2 and all(ok and width > 0 for ok, width in images)  # gap-vs-score and loss curves
+    assert _severe(driver) == []
+    images = driver.execute_script("return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+    assert [alt for alt, _, _ in images] == ["Critical-difference diagram", "Gap vs main score",
+                                              "Tuning: validation score against learning rate", "Training loss curves"]
+    assert all(ok and width > 0 for _, ok, width in images)
+
+
+def test_page_leads_with_the_answer(driver, page):
+    from selenium.webdriver.common.by import By
+
+    driver.get(page.resolve().as_uri())
+    headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h2, h3")]
+    assert headings[:4] == ["shapes · tiny", "Main score", "Critical-difference diagram", "Gap vs main score"]
+    first_table = driver.find_element(By.CSS_SELECTOR, "table.sortable")
+    assert [h.text for h in first_table.find_elements(By.CSS_SELECTOR, "thead th")][:3] == ["objective", "n", "main score ↑"]
+    # the first figure is on screen within the first two screens of a laptop-sized window
+    driver.set_window_size(1280, 900)
+    top = driver.execute_script("return document.images[0].getBoundingClientRect().top + window.scrollY")
+    assert top < 1800
 
 
 def test_plugin_strings_show_as_text(driver, page):
@@ -128,14 +169,54 @@ def test_plugin_strings_show_as_text(driver, page):
 def test_clicking_a_header_sorts_the_rows(driver, page):
     driver.get(page.resolve().as_uri())
     table, heads = _table(driver, "centroid distance")
-    assert _first_column(table) == ["clip", "cua", EVIL, "broken"]  # main-score order
+    assert _first_column(table) == ["clip", "cua", EVIL, "extra", "broken"]  # main-score order
     header = next(h for h in heads if h.text.startswith("centroid distance"))
     header.click()
     assert header.get_attribute("aria-sort") == "ascending"
-    assert _first_column(table) == ["cua", EVIL, "clip", "broken"]  # 0.25, 0.5, 0.75; no value last
+    assert _first_column(table) == ["cua", EVIL, "clip", "extra", "broken"]  # 0.25, 0.5, 0.75, 0.925; no value last
     header.click()
     assert header.get_attribute("aria-sort") == "descending"
-    assert _first_column(table) == ["clip", EVIL, "cua", "broken"]
+    assert _first_column(table) == ["extra", "clip", EVIL, "cua", "broken"]
     heads[0].click()  # objective: text order
-    assert _first_column(table) == sorted(["clip", "cua", EVIL, "broken"])
+    assert _first_column(table) == sorted(["clip", "cua", EVIL, "broken", "extra"])
     assert header.get_attribute("aria-sort") is None
+
+
+def test_reference_rows_are_marked_and_never_sorted_in(driver, page):
+    from selenium.webdriver.common.by import By
+
+    driver.get(page.resolve().as_uri())
+    table, heads = _table(driver, "main score")
+    refs = table.find_elements(By.CSS_SELECTOR, "tbody.references tr")
+    assert [r.find_element(By.CSS_SELECTOR, "td").text for r in refs] == ["chance reference"]  # raw pixels has no zero-shot
+    main = next(h for h in heads if h.text.startswith("main score"))
+    for _ in range(2):  # either direction: the objectives move, the reference row stays last and outside the ranking
+        main.click()
+        rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        assert rows[-1].get_attribute("class") == "reference"
+        assert "chance" not in _first_column(table)
+    probe, _ = _table(driver, "s accuracy")
+    labels = [r.find_element(By.CSS_SELECTOR, "td").text for r in probe.find_elements(By.CSS_SELECTOR, "tbody.references tr")]
+    assert labels == ["chance reference", "raw pixels reference"]
+
+
+def test_tuning_table_shows_chosen_values_and_budget(driver, page):
+    driver.get(page.resolve().as_uri())
+    table, heads = _table(driver, "chosen train.lr")
+    assert [h.text for h in heads] == ["objective", "chosen train.lr", "trials per objective", "tuning seeds", "selected by (validation)"]
+    assert set(_first_column(table)) == {"clip", "cua", EVIL, "extra"}
+
+
+def test_index_links_every_suite_and_sorts(driver, board):
+    from selenium.webdriver.common.by import By
+
+    index = board.parent / "index.html"
+    driver.get(index.resolve().as_uri())
+    assert _severe(driver) == []
+    links = driver.find_elements(By.CSS_SELECTOR, "td a")
+    assert links[0].text == "html" and links[0].get_attribute("href").endswith("/html/index.html")
+    heads = driver.find_elements(By.CSS_SELECTOR, "thead th")
+    heads[0].click()
+    assert heads[0].get_attribute("aria-sort") == "ascending"
+    links[0].click()
+    assert driver.title == "Leaderboard: html"

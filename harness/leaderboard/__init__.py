@@ -2,19 +2,38 @@
 
 ``build_leaderboard(runs_dir, out)`` writes into ``out`` (default ``leaderboard/<suite>``):
 
-- ``results.csv``: one row per job (objective, encoder, dataset, seed, status, then a column per
-  metric named ``<evaluation>.<key>[.<key>...]``), failed jobs included with their status;
-- ``summary.csv``: per (dataset, encoder, objective): rank, n_ok, n_failed, the main score's
-  mean/std/n, Welch's p against the top row, then ``<metric>.mean|std|n`` (ok jobs only);
-- ``README.md`` (tabulate) and ``index.html`` (standalone, sortable): gap, downstream and training
-  tables per (dataset, encoder), failed jobs, skipped evaluations, provenance, and the plots
-  (``*.png``, embedded in the page as data URIs).
+- ``results.csv``: one row per final job: ``objective, encoder, dataset, seed, status, train.lr,
+  main_score``, then a column per metric named ``<evaluation>.<key>[.<key>...]``; failed jobs included
+  with their status (main_score NaN). ``main_score`` is the job's value of its table's main score: the
+  exact numbers the tests use. Tuning jobs are never rows here.
+- ``summary.csv``: per (dataset, encoder, objective): ``rank`` (empty without a main score),
+  ``n_ok, n_failed, main_score.mean|std|n, welch_p_vs_top, p_holm_vs_top, significance, mean_rank``,
+  then ``<metric>.mean|std|n`` (ok jobs only). Objectives only: no reference row is ever here.
+- ``pairwise.csv``: ``dataset, encoder, objective_a, objective_b, mean_a, mean_b, p_value, p_holm,
+  significant`` (see ``harness.leaderboard.stats.pairwise`` for which jobs enter and the pair order).
+- ``tables.csv``: one row per (dataset, encoder): the main score chosen (pattern, columns, direction,
+  source, description or why there is none), the smallest detectable difference, Friedman's test.
+- ``references.csv``: ``dataset, encoder, reference, metric, mean, std, n``, one row per reference
+  row and metric (plus ``metric = main_score`` when the reference has every main-score column).
+- ``tuning.csv`` (only when the runs hold tuning jobs): ``objective, encoder, dataset, seed, status,
+  train.lr, trial.<name>..., metric, score``, then the tuning jobs' metric columns; ``metric`` is the
+  validation column the suite selects by and ``score`` its value.
+- ``board.json``: the facts ``build_index`` shows for this suite.
+- ``README.md`` (tabulate) and ``index.html`` (standalone, sortable): the answer first (main-score
+  table, critical-difference diagram, gap-vs-score plot), then how to read it, provenance, the
+  details per (dataset, encoder), tuning, the other plots, failed jobs and skipped evaluations.
 
-The main score and the significance test are documented in ``harness.leaderboard.aggregate``.
+``build_index(root)`` writes ``root/index.html`` linking every suite page under ``root``;
+``build_leaderboard`` refreshes it (in ``out``'s parent) by itself when that parent is named
+``leaderboard`` (``index=True``/``False`` forces it either way).
+
+The main score and the statistics are documented in ``harness.leaderboard.aggregate`` and
+``harness.leaderboard.stats``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -23,7 +42,8 @@ from typing import Iterable
 from harness.errors import HarnessError
 
 FORMATS = ("md", "html", "csv")
-__all__ = ["build_leaderboard", "FORMATS"]
+__all__ = ["build_leaderboard", "build_index", "FORMATS"]
+PLOT_FILES = ("cd_diagram.png", "gap_vs_score.png", "tuning.png", "loss_curves.png")
 
 
 def _default_out(suite: str) -> Path:
@@ -36,11 +56,15 @@ def build_leaderboard(
     out: str | Path | None = None,
     formats: Iterable[str] = FORMATS,
     command: str | None = None,
+    index: bool | None = None,
 ) -> Path:
     """Aggregate the results under ``runs_dir`` and write the requested formats; returns the output dir.
 
-    Bad input (no such directory, no ``result.json``, a corrupt one) raises a one-line ``HarnessError``.
-    ``command`` is the command line printed on the page (default: the equivalent ``harness leaderboard``).
+    Bad input (no such directory, no ``result.json``, a corrupt or hostile one) raises a one-line
+    ``HarnessError``. ``command`` is the command line printed on the page (default: the equivalent
+    ``harness leaderboard``). ``index=True`` also rewrites ``<out>/../index.html`` (``build_index``);
+    the default (None) does so when ``out``'s parent directory is named ``leaderboard``, as in
+    ``harness leaderboard runs/gap --out leaderboard/gap``, so the top-level index stays current.
     """
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -62,19 +86,42 @@ def build_leaderboard(
     except OSError as exc:
         raise HarnessError(f"{out_dir}: cannot create the output directory: {exc.strerror}") from None
 
-    results = store.frame()
-    agg = aggregate(results, store.metrics)
+    from harness.leaderboard.provenance import provenance
+
+    agg = aggregate(store)
+    prov = provenance(store, command)
+    try:
+        _write(store, agg, prov, out_dir, formats)
+    except OSError as exc:
+        raise HarnessError(f"{out_dir}: cannot write the leaderboard: {exc.strerror or exc}") from None
+    if index or (index is None and out_dir.resolve().parent.name == "leaderboard"):
+        build_index(out_dir.parent)
+    return out_dir
+
+
+def _write(store, agg, prov, out_dir: Path, formats: list[str]) -> None:
+    from harness.leaderboard.index import board_facts
+
+    (out_dir / "board.json").write_text(json.dumps(board_facts(store, agg, prov, formats), indent=2) + "\n", encoding="utf-8")
     if "csv" in formats:
-        results.to_csv(out_dir / "results.csv", index=False)
+        agg.results.to_csv(out_dir / "results.csv", index=False)
         agg.summary.to_csv(out_dir / "summary.csv", index=False)
+        agg.pairwise.to_csv(out_dir / "pairwise.csv", index=False)
+        agg.table_frame.to_csv(out_dir / "tables.csv", index=False)
+        agg.references.to_csv(out_dir / "references.csv", index=False)
+        tuning = tuning_frame(store)
+        if tuning is not None:
+            tuning.to_csv(out_dir / "tuning.csv", index=False)
+        else:
+            (out_dir / "tuning.csv").unlink(missing_ok=True)  # stale from an earlier, tuned build
     if "md" in formats or "html" in formats:
         from harness.leaderboard.plots import make_plots
-        from harness.leaderboard.provenance import provenance
         from harness.leaderboard.tables import sections
 
-        plots = make_plots(store, results, agg, out_dir)
-        secs = sections(agg, store.metrics)
-        prov = provenance(store, command)
+        for stale in [*PLOT_FILES, *(p.name for p in out_dir.glob("pca_*.png"))]:
+            (out_dir / stale).unlink(missing_ok=True)
+        plots = make_plots(store, agg, out_dir)
+        secs = sections(agg, store)
         if "md" in formats:
             from harness.leaderboard.markdown import render_readme
 
@@ -83,4 +130,40 @@ def build_leaderboard(
             from harness.leaderboard.html import render_page
 
             (out_dir / "index.html").write_text(render_page(store, prov, secs, plots, out_dir), encoding="utf-8")
-    return out_dir
+
+
+def tuning_frame(store):
+    """tuning.csv, or None when the runs hold no tuning job."""
+    if not store.tuning:
+        return None
+    import math
+
+    import pandas as pd
+
+    from harness.leaderboard.load import ID_COLUMNS, LR_COLUMN
+
+    frame = store.tuning_frame()
+    keys = list(dict.fromkeys(k for r in store.tuning for k in r.trial))
+    final_metric = {}
+    for r in store.runs:
+        if r.tuning.get("metric"):
+            final_metric.setdefault((r.dataset, r.encoder, r.objective), r.tuning["metric"])
+    extra = {f"trial.{k}": [r.trial.get(k) for r in store.tuning] for k in keys}
+    metric = [r.tuning.get("metric") or final_metric.get((r.dataset, r.encoder, r.objective)) or "" for r in store.tuning]
+    score = [r.values.get(m, math.nan) if m else math.nan for r, m in zip(store.tuning, metric)]
+    lead = frame[ID_COLUMNS + [LR_COLUMN]]
+    rest = frame.drop(columns=ID_COLUMNS + [LR_COLUMN])
+    middle = pd.DataFrame({**extra, "metric": metric, "score": score}, index=frame.index)
+    return pd.concat([lead, middle, rest], axis=1)
+
+
+def build_index(root: str | Path = "leaderboard") -> Path:
+    """Write ``root/index.html``: a sortable table linking every suite page under ``root``.
+
+    A suite is a direct subdirectory holding ``board.json`` (written by ``build_leaderboard``) or at
+    least an ``index.html``/``README.md``. Returns the path written. A hand-written ``root/README.md``
+    is left alone.
+    """
+    from harness.leaderboard.index import write_index
+
+    return write_index(Path(root))

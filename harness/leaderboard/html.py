@@ -4,7 +4,8 @@ Every string from a plugin, a suite or a result goes through ``html.escape``. As
 defence the page's Content-Security-Policy allows only its own inline script and style (by hash)
 and ``data:`` images, so nothing is fetched and an injected ``<script>`` would not run.
 Tables sort by clicking a header (numeric on each cell's ``data-value``, else text; click again to
-reverse; cells without a value stay last).
+reverse; cells without a value stay last). Reference rows sit in a second ``<tbody class="references">``
+that sorting never touches, so they stay marked at the bottom.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import hashlib
 from html import escape as e
 from pathlib import Path
 
-from harness.leaderboard.aggregate import MAIN_SCORE_RULES, SIGNIFICANCE_METHOD
+from harness.leaderboard.aggregate import SIGNIFICANCE_METHOD
+from harness.leaderboard.index import table_anchor
 from harness.leaderboard.load import RunStore
-from harness.leaderboard.markdown import failures, skipped
+from harness.leaderboard.markdown import FILES_DOC, MAIN_SCORE_DOC, RANKS_DOC, failures, headline, skipped
 from harness.leaderboard.plots import Plot
 from harness.leaderboard.tables import Section, Table
 
@@ -30,6 +32,11 @@ thead th { background: #f4f4f4; cursor: pointer; user-select: none; white-space:
 thead th[aria-sort="ascending"]::after { content: " \\25B2"; }
 thead th[aria-sort="descending"]::after { content: " \\25BC"; }
 td.best { font-weight: bold; }
+tbody.references tr { background: #f7f7f2; color: #555; font-style: italic; }
+tbody.references tr:first-child td { border-top: 2px solid #bbb; }
+.tag { font-size: 0.8em; font-style: normal; color: #fff; background: #888; border-radius: 3px; padding: 0 4px; margin-left: 4px; }
+ul.notes { color: #333; max-width: 1100px; } figure { margin: 1em 0 2em; }
+nav.toc a { margin-right: 1em; }
 .meta dt { font-weight: bold; float: left; clear: left; width: 11em; } .meta dd { margin-left: 12em; }
 .scroll { overflow-x: auto; } img { max-width: 100%; } .note { color: #555; }
 """.strip()
@@ -81,8 +88,16 @@ def render_table(table: Table) -> str:
             cls = ' class="best"' if c.bold else ""
             cells.append(f"<td{cls}{value}>{e(c.text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
+    refs = []
+    for row in table.references:
+        cells = [f'<td>{e(row[0].text)} <span class="tag">reference</span></td>']
+        for c in row[1:]:
+            value = "" if c.value is None else f' data-value="{c.value!r}"'
+            cells.append(f"<td{value}>{e(c.text)}</td>")
+        refs.append('<tr class="reference">' + "".join(cells) + "</tr>")
+    ref_body = f'<tbody class="references">{"".join(refs)}</tbody>' if refs else ""
     return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+            f'<tbody>{"".join(body)}</tbody>{ref_body}</table></div>')
 
 
 def _image(out: Path, plot: Plot) -> str:
@@ -90,25 +105,33 @@ def _image(out: Path, plot: Plot) -> str:
     return f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}"><figcaption class="note">{e(plot.caption)}</figcaption></figure>'
 
 
-def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: list[Plot], out: Path) -> str:
-    parts = [f"<h1>Leaderboard: {e(store.suite)}</h1>", '<dl class="meta">']
+def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot], out: Path) -> str:
+    parts = [f"<h1>Leaderboard: {e(store.suite)}</h1>", f'<p class="note">{e(headline(store, prov))}</p>']
+    for sec in secs:  # the answer first
+        parts.append(f'<h2 id="{table_anchor(sec.dataset, sec.encoder)}">{e(sec.dataset)} · {e(sec.encoder)}</h2>')
+        if sec.main is not None:
+            parts += ["<h3>Main score</h3>", render_table(sec.main)]
+        parts.append('<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in sec.notes) + "</ul>")
+    for kind in ("cd", "gap"):
+        if kind in plots:
+            parts += [f"<h3>{e(plots[kind].title)}</h3>", _image(out, plots[kind])]
+    parts.append("<h2>How to read this page</h2>")
+    parts.append(f"<p>{e(MAIN_SCORE_DOC)} Click a column header to sort.</p>")
+    parts.append(f"<p><strong>Significance</strong>: {e(SIGNIFICANCE_METHOD)}.</p>")
+    parts += [f"<p>{e(RANKS_DOC)}</p>", f"<p>{e(FILES_DOC)}</p>"]
+    parts += ["<h2>Provenance</h2>", '<dl class="meta">']
     parts += [f"<dt>{e(k)}</dt><dd>{f'<code>{e(v)}</code>' if k == 'command' else e(v)}</dd>" for k, v in prov]
     parts.append("</dl>")
-    rules = "; else ".join(f"{e(desc)} (<code>{e(p)}.*.{e(leaf)}</code>)" for p, leaf, desc in MAIN_SCORE_RULES)
-    parts.append(f"<p><strong>Main score</strong> (rows are sorted by it, descending): {rules}. Cells are mean ± std "
-                 "(sample std) over the seeds that finished; failed jobs are listed below and never averaged in. "
-                 "Bold: the best mean of a column with a direction (↑ higher is better, ↓ lower is better). "
-                 "Click a column header to sort.</p>")
-    parts.append(f"<p><strong>Significance</strong>: {e(SIGNIFICANCE_METHOD)}.</p>")
     for sec in secs:
-        parts.append(f"<h2>{e(sec.dataset)} · {e(sec.encoder)}</h2>")
-        desc = sec.main_score.description if sec.main_score else "none (no zero-shot, retrieval or linear-probe metric)"
-        parts.append(f'<p class="note">Main score: {e(desc)}.</p>')
-        for table in sec.tables:
+        parts.append(f"<h2>Details: {e(sec.dataset)} · {e(sec.encoder)}</h2>")
+        for table in sec.details + ([sec.tuning] if sec.tuning else []):
             parts += [f"<h3>{e(table.title)}</h3>", render_table(table)]
-    if plots:
+    if "tuning" in plots:
+        parts += ["<h2>Tuning</h2>", f"<h3>{e(plots['tuning'].title)}</h3>", _image(out, plots["tuning"])]
+    more = [p for k, p in plots.items() if k not in ("cd", "gap", "tuning")]
+    if more:
         parts.append("<h2>Plots</h2>")
-        for p in plots:
+        for p in more:
             parts += [f"<h3>{e(p.title)}</h3>", _image(out, p)]
     fails = failures(store)
     parts.append(f"<h2>Failed jobs ({len(fails)})</h2>")

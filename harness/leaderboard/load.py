@@ -5,6 +5,22 @@ Directories whose name starts with ``.`` (``.tmp/``, ``.locks/``) and directorie
 dots, e.g. ``gap.centroid_distance``, ``zeroshot_classification.shape.top1``); how it is shown comes
 from the result's ``metric_info[<evaluation>][<leaf key>]`` (unknown: group ``downstream``, no
 direction; the ``train`` evaluation defaults to group ``train``).
+
+Fields read besides ``status``, ``job``, ``metrics``, ``metric_info``, ``skipped``, ``env``, ``error``
+(all optional; a malformed one is a one-line ``HarnessError`` naming the file and the field):
+
+- ``main_scores``: {evaluation key: {"key": dotted path, one component may be ``*``,
+  "higher_is_better": bool, "description": str}}, in the suite's evaluation order;
+- ``reference_rows``: {row label: {metric column: number}} (chance, oracles, raw-pixel probe...);
+- ``job.main_score``: the suite's explicit choice, ``"<evaluation>.<key>"`` (``*`` allowed);
+- ``job.stage``: ``"tune"`` marks a tuning job (kept apart: ``RunStore.tuning``), anything else is final;
+- ``job.trial`` (tuning jobs) and ``job.tuned`` (final jobs): {"train.lr": 0.001, ...};
+- ``job.tuning`` (final jobs of a tuned suite, optionally tuning jobs): {"trials": n, "seeds": [...], "metric": column};
+- ``job.train.lr``: the learning rate, shown as the ``train.lr`` column.
+
+Hostile input stays bad input: a document nested deeper than ``MAX_DEPTH``, an integer literal of more
+than ``MAX_INT_DIGITS`` digits, or a number literal that overflows a float (``1e400``) is refused with
+one line. ``NaN``/``Infinity`` (what ``json.dumps`` writes for them) are accepted as values.
 """
 
 from __future__ import annotations
@@ -22,6 +38,12 @@ from harness.errors import HarnessError
 
 RESULT = "result.json"
 ID_COLUMNS = ["objective", "encoder", "dataset", "seed", "status"]
+LR_COLUMN = "train.lr"  # each job's job.train.lr
+RESERVED = frozenset(ID_COLUMNS) | {LR_COLUMN, "main_score"}  # metric columns never take these names
+MAX_DEPTH = 64  # nesting of a result.json (a real one is under 10 deep)
+MAX_INT_DIGITS = 30  # an integer literal (seeds, steps, counts) with more digits is refused
+MAX_BYTES = 256 * 2**20  # a result.json is a few KiB; one larger than this is not one
+MAX_SEED = 2**63 - 1
 GROUPS = ("gap", "downstream", "train")
 TRAIN_DISPLAY = {"final_loss": "final loss", "samples_per_s": "samples/s"}
 
@@ -40,6 +62,20 @@ class Metric:
     higher_is_better: bool | None
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """An evaluation's declared main score (``result["main_scores"][evaluation]``)."""
+
+    evaluation: str  # the key under metrics (label or name)
+    key: str  # dotted path under that evaluation's metrics; one component may be "*"
+    higher_is_better: bool
+    description: str
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.evaluation}.{self.key}"
+
+
 @dataclass
 class Run:
     """One job's result."""
@@ -55,6 +91,14 @@ class Run:
     env: dict[str, Any]
     error: str | None
     skipped: dict[str, str]
+    stage: str = "final"  # "tune" for a tuning job
+    lr: float = math.nan  # job.train.lr
+    declarations: tuple[Declaration, ...] = ()
+    explicit_main_score: str | None = None  # job.main_score
+    reference_rows: dict[str, dict[str, float]] = field(default_factory=dict)
+    trial: dict[str, Any] = field(default_factory=dict)  # tuning jobs: the values tried
+    tuned: dict[str, Any] = field(default_factory=dict)  # final jobs of a tuned suite: the values chosen
+    tuning: dict[str, Any] = field(default_factory=dict)  # {"trials": n, "seeds": [...], "metric": column}
 
     @property
     def error_line(self) -> str:
@@ -65,22 +109,38 @@ class Run:
 
 @dataclass
 class RunStore:
-    """Every job under a runs directory, plus the metric columns they report (in first-seen order)."""
+    """Every job under a runs directory, plus the metric columns they report (in first-seen order).
+
+    ``runs`` are the final jobs (the leaderboard's rows); ``tuning`` the jobs of a tuning stage
+    (``job.stage == "tune"``), with their own metric columns in ``tuning_metrics``.
+    """
 
     runs_dir: Path
     suite: str
     runs: list[Run]
     metrics: dict[str, Metric] = field(default_factory=dict)
+    tuning: list[Run] = field(default_factory=list)
+    tuning_metrics: dict[str, Metric] = field(default_factory=dict)
 
     def frame(self) -> pd.DataFrame:
-        """results.csv: objective, encoder, dataset, seed, status, then one column per metric."""
-        rows = [
-            {"objective": r.objective, "encoder": r.encoder, "dataset": r.dataset, "seed": r.seed, "status": r.status, **r.values}
-            for r in self.runs
-        ]
-        df = pd.DataFrame(rows, columns=ID_COLUMNS + list(self.metrics))
-        df["seed"] = df["seed"].astype(int)
-        return df
+        """results.csv without main_score: objective, encoder, dataset, seed, status, train.lr, then one column per metric."""
+        return _frame(self.runs, self.metrics)
+
+    def tuning_frame(self) -> pd.DataFrame:
+        """The tuning jobs: the same columns as ``frame`` (their own metric columns)."""
+        return _frame(self.tuning, self.tuning_metrics)
+
+
+def _frame(runs: list[Run], metrics: dict[str, Metric]) -> pd.DataFrame:
+    rows = [
+        {"objective": r.objective, "encoder": r.encoder, "dataset": r.dataset, "seed": r.seed, "status": r.status,
+         LR_COLUMN: r.lr, **r.values}
+        for r in runs
+    ]
+    df = pd.DataFrame(rows, columns=ID_COLUMNS + [LR_COLUMN] + list(metrics))
+    df["seed"] = df["seed"].astype(int)
+    df[LR_COLUMN] = df[LR_COLUMN].astype(float)
+    return df
 
 
 def _result_files(root: Path) -> Iterator[Path]:
@@ -96,6 +156,8 @@ def _label(spec: Any, where: str, path: Path) -> str:
     if spec.get("label"):
         return str(spec["label"])
     params = spec.get("params") or {}
+    if not isinstance(params, dict):
+        raise HarnessError(f"{path}: job.{where}.params must be a mapping")
     inner = ",".join(f"{k}={v!r}" for k, v in sorted(params.items()))
     return f"{spec['name']}({inner})" if inner else spec["name"]
 
@@ -141,21 +203,130 @@ def _metric(column: str, keys: tuple[str, ...], plugin: str, info: Any) -> Metri
     )
 
 
+class _Refused(ValueError):
+    """A number literal the loader will not take (raised from inside the JSON parser's hooks)."""
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _Refused(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Refused(f"a number out of range ({text[:20]}{'…' if len(text) > 20 else ''})")
+    return value
+
+
+def _depth_ok(data: Any) -> bool:
+    """True when no container is nested deeper than MAX_DEPTH (iterative: no recursion on hostile input)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return True
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        if path.stat().st_size > MAX_BYTES:
+            raise HarnessError(f"{path}: corrupt result (larger than {MAX_BYTES // 2**20} MiB)")
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_int=_parse_int, parse_float=_parse_float)
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{path}: corrupt result (not UTF-8 text at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise HarnessError(f"{path}: corrupt result (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except _Refused as exc:
+        raise HarnessError(f"{path}: corrupt result (holds {exc})") from None
+    except RecursionError:
+        raise HarnessError(f"{path}: corrupt result (nested too deep; at most {MAX_DEPTH} levels)") from None
+    except ValueError as exc:  # e.g. Python's limit on integer string conversion, whatever the hooks missed
+        raise HarnessError(f"{path}: corrupt result ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: corrupt result (expected a JSON object, got {type(data).__name__})")
+    if not _depth_ok(data):
+        raise HarnessError(f"{path}: corrupt result (nested too deep; at most {MAX_DEPTH} levels)")
     return data
 
 
-def _run(path: Path, data: dict[str, Any], metrics: dict[str, Metric]) -> Run:
+def _mapping(value: Any, path: Path, field_name: str) -> dict[str, Any]:
+    """An optional mapping field: {} when absent or null, else it must be a JSON object."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HarnessError(f"{path}: corrupt result ({field_name} must be a mapping, got {type(value).__name__})")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _declarations(raw: Any, path: Path) -> tuple[Declaration, ...]:
+    out = []
+    for evaluation, spec in _mapping(raw, path, "main_scores").items():
+        where = f"main_scores.{evaluation}"
+        spec = _mapping(spec, path, where)
+        key, hib, desc = spec.get("key"), spec.get("higher_is_better"), spec.get("description", "")
+        if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+            raise HarnessError(f"{path}: corrupt result ({where}.key must be a dotted metric path, got {key!r:.60})")
+        if not isinstance(hib, bool):
+            raise HarnessError(f"{path}: corrupt result ({where}.higher_is_better must be true or false)")
+        if not isinstance(desc, str):
+            raise HarnessError(f"{path}: corrupt result ({where}.description must be a string)")
+        out.append(Declaration(str(evaluation), key, hib, desc or f"{evaluation}.{key}"))
+    return tuple(out)
+
+
+def _reference_rows(raw: Any, path: Path) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {}
+    for label, values in _mapping(raw, path, "reference_rows").items():
+        values = _mapping(values, path, f"reference_rows.{label}")
+        row = {}
+        for column, value in values.items():
+            if value is not None and not _is_number(value):
+                raise HarnessError(f"{path}: corrupt result (reference_rows.{label}.{column} must be a number)")
+            row[str(column)] = math.nan if value is None else float(value)
+        rows[str(label)] = row
+    return rows
+
+
+def _scalars(raw: Any, path: Path, field_name: str) -> dict[str, Any]:
+    """job.trial / job.tuned: {name: number or string}."""
+    out = {}
+    for key, value in _mapping(raw, path, field_name).items():
+        if not (_is_number(value) or isinstance(value, (str, bool)) or value is None):
+            raise HarnessError(f"{path}: corrupt result ({field_name}.{key} must be a number or a string)")
+        out[str(key)] = value
+    return out
+
+
+def _tuning(raw: Any, path: Path) -> dict[str, Any]:
+    tuning = _mapping(raw, path, "job.tuning")
+    trials, seeds, metric = tuning.get("trials"), tuning.get("seeds"), tuning.get("metric")
+    if trials is not None and (not isinstance(trials, int) or isinstance(trials, bool)):
+        raise HarnessError(f"{path}: corrupt result (job.tuning.trials must be an integer)")
+    if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise HarnessError(f"{path}: corrupt result (job.tuning.seeds must be a list of integers)")
+    if metric is not None and not isinstance(metric, str):
+        raise HarnessError(f"{path}: corrupt result (job.tuning.metric must be a string)")
+    return {"trials": trials, "seeds": seeds, "metric": metric}
+
+
+def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tuning_metrics: dict[str, Metric]) -> Run:
     status = data.get("status")
     if status not in ("ok", "failed"):
         raise HarnessError(f"{path}: corrupt result (status must be 'ok' or 'failed', got {status!r})")
@@ -163,19 +334,35 @@ def _run(path: Path, data: dict[str, Any], metrics: dict[str, Metric]) -> Run:
     if not isinstance(job, dict):
         raise HarnessError(f"{path}: corrupt result (no 'job' record)")
     seed = job.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise HarnessError(f"{path}: corrupt result (job.seed must be an integer, got {seed!r})")
+    if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > MAX_SEED:
+        raise HarnessError(f"{path}: corrupt result (job.seed must be an integer below 2**63, got {seed!r:.40})")
     labels = {k: _label(job.get(k), k, path) for k in ("objective", "encoder", "dataset")}
+    stage = job.get("stage")
+    if stage is not None and not isinstance(stage, str):
+        raise HarnessError(f"{path}: corrupt result (job.stage must be a string)")
+    stage = "tune" if stage == "tune" else "final"
+    if stage == "tune" and isinstance(job.get("objective_label"), str) and job["objective_label"]:
+        labels["objective"] = job["objective_label"]  # the label of the objective being tuned, when given apart
+    explicit = job.get("main_score")
+    if explicit is not None and (not isinstance(explicit, str) or "." not in explicit):
+        raise HarnessError(f"{path}: corrupt result (job.main_score must be a string '<evaluation>.<key>')")
+    train = job.get("train") if isinstance(job.get("train"), dict) else {}
+    lr = float(train["lr"]) if _is_number(train.get("lr")) else math.nan
     raw = data.get("metrics") or {}
     info = data.get("metric_info") or {}
     if not isinstance(raw, dict) or not isinstance(info, dict):
         raise HarnessError(f"{path}: corrupt result (metrics and metric_info must be mappings)")
+    if not isinstance(job.get("evaluations") or [], list):
+        raise HarnessError(f"{path}: corrupt result (job.evaluations must be a list)")
+    metrics = tuning_metrics if stage == "tune" else final_metrics
     plugins = _plugin_names(job)
     values: dict[str, float] = {}
     for keys, value in _flatten(raw, ()):
         if len(keys) < 2:
             continue  # a bare number directly under "metrics" has no evaluation
         column = ".".join(keys)
+        if column in RESERVED:
+            continue  # would shadow an identity column (e.g. a metric "train.lr"): the job's own value wins
         values[column] = value
         if column not in metrics:
             leaf_info = (info.get(keys[0]) or {}).get(keys[-1]) if isinstance(info.get(keys[0]), dict) else None
@@ -190,6 +377,14 @@ def _run(path: Path, data: dict[str, Any], metrics: dict[str, Metric]) -> Run:
         env=data.get("env") if isinstance(data.get("env"), dict) else {},
         error=str(data["error"]) if data.get("error") is not None else None,
         skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
+        stage=stage,
+        lr=lr,
+        declarations=_declarations(data.get("main_scores"), path),
+        explicit_main_score=explicit,
+        reference_rows=_reference_rows(data.get("reference_rows"), path),
+        trial=_scalars(job.get("trial"), path, "job.trial"),
+        tuned=_scalars(job.get("tuned"), path, "job.tuned"),
+        tuning=_tuning(job.get("tuning"), path),
         **labels,
     )
 
@@ -202,11 +397,15 @@ def load_runs(runs_dir: str | Path) -> RunStore:
     if not root.is_dir():
         raise HarnessError(f"{root}: not a directory (expected a results directory such as runs/<suite>)")
     metrics: dict[str, Metric] = {}
-    runs = [_run(path, _read(path), metrics) for path in _result_files(root)]
-    if not runs:
+    tuning_metrics: dict[str, Metric] = {}
+    everything = [_run(path, _read(path), metrics, tuning_metrics) for path in _result_files(root)]
+    if not everything:
         raise HarnessError(f"{root}: no result.json under it; run a suite first (harness run SUITE)")
-    suites = sorted({str(r.job.get("suite") or "") for r in runs})
+    suites = sorted({str(r.job.get("suite") or "") for r in everything})
     if len(suites) > 1:
         raise HarnessError(f"{root}: holds results of several suites ({', '.join(suites)}); point it at one suite's directory")
-    runs.sort(key=lambda r: (r.dataset, r.encoder, r.objective, r.seed, str(r.dir)))
-    return RunStore(runs_dir=root, suite=suites[0] or root.name, runs=runs, metrics=metrics)
+    everything.sort(key=lambda r: (r.dataset, r.encoder, r.objective, r.seed, json.dumps(r.trial, sort_keys=True, default=str), str(r.dir)))
+    runs = [r for r in everything if r.stage != "tune"]
+    tuning = [r for r in everything if r.stage == "tune"]
+    return RunStore(runs_dir=root, suite=suites[0] or root.name, runs=runs, metrics=metrics, tuning=tuning,
+                    tuning_metrics=tuning_metrics)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from harness.leaderboard.aggregate import MAIN_SCORE_RULES, SIGNIFICANCE_METHOD
+from harness.leaderboard.aggregate import SIGNIFICANCE_METHOD
 from harness.leaderboard.load import RunStore
 from harness.leaderboard.plots import Plot
 from harness.leaderboard.tables import Cell, Section, Table
@@ -34,22 +34,49 @@ def _cell(c: Cell) -> str:
     return f"**{md(c.text)}**" if c.bold else md(c.text)
 
 
+def reference_label(label: str) -> str:
+    return f"{label} (reference)"
+
+
 def render_table(table: Table) -> str:
     from tabulate import tabulate
 
     rows = [[_cell(c) for c in row] for row in table.rows]
+    for ref in table.references:
+        rows.append([f"_{md(reference_label(ref[0].text))}_"] + [md(c.text) for c in ref[1:]])
     return tabulate(rows, headers=[md(h) for h in table.headers], tablefmt="github", disable_numparse=True)
 
 
+MAIN_SCORE_DOC = (
+    "Each table's main score is what its evaluations declare (each evaluation names its headline metric and "
+    "direction; the first declared one with values is used) unless the suite names one; a `*` in it means the "
+    "mean over every matching column (e.g. every retrieval set). Rows are sorted by it, best first. Cells are "
+    "mean ± std (sample std) over the seeds that finished; failed jobs are listed below and never averaged in. "
+    "Bold: the best mean of a column with a direction (↑ higher is better, ↓ lower is better). "
+    "Reference rows (chance, oracles, raw-pixel probes), in italics and marked \"reference\", are floors and "
+    "ceilings computed from the evaluation sets: never ranked, never tested, averaged over the jobs that carry them."
+)
+RANKS_DOC = (
+    "Mean rank over tasks: the objectives are ranked within each task (every column that matches a declared "
+    "main-score pattern of any evaluation; 1 = best), then averaged; Friedman's test asks whether any objective "
+    "ranks differently from the others and Nemenyi's critical difference is the smallest gap in mean rank that "
+    "counts (Demsar 2006). The critical-difference diagram joins objectives that cannot be told apart."
+)
+FILES_DOC = (
+    "Files: results.csv (one row per final job, with its main_score and train.lr), summary.csv (one row per "
+    "objective and table), pairwise.csv (every pair's Welch and Holm p), tables.csv (per table: main score, "
+    "detectable difference, Friedman), references.csv (reference rows, long format), tuning.csv (tuning jobs, "
+    "when the suite was tuned)."
+)
+
+
 def main_score_doc() -> str:
-    rules = "; else ".join(f"{desc} (`{plugin}.*.{leaf}`)" for plugin, leaf, desc in MAIN_SCORE_RULES)
-    return (f"**Main score** (rows are sorted by it, descending): {rules}. Cells are mean ± std (sample std) over "
-            "the seeds that finished; failed jobs are listed below and never averaged in. Bold: the best mean of a "
-            "column with a direction (↑ higher is better, ↓ lower is better).")
+    return MAIN_SCORE_DOC
 
 
 def failures(store: RunStore) -> list[list[str]]:
-    return [[r.objective, r.encoder, r.dataset, str(r.seed), r.error_line] for r in store.runs if r.status != "ok"]
+    return [[r.objective + (" (tuning trial)" if r.stage == "tune" else ""), r.encoder, r.dataset, str(r.seed), r.error_line]
+            for r in store.runs + store.tuning if r.status != "ok"]
 
 
 def skipped(store: RunStore) -> list[tuple[str, str, int]]:
@@ -57,23 +84,44 @@ def skipped(store: RunStore) -> list[tuple[str, str, int]]:
     return [(ev, reason, n) for (ev, reason), n in sorted(counts.items())]
 
 
-def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: list[Plot]) -> str:
+def headline(store: RunStore, prov: list[tuple[str, str]]) -> str:
+    facts = dict(prov)
+    return f"Jobs: {facts.get('jobs', '?')}; runs dated {facts.get('runs dated', 'unknown')}; provenance below."
+
+
+def _figure(p: Plot) -> list[str]:
+    return [f"### {md(p.title)}", "", f"![{md(p.title)}]({p.file})", "", md(p.caption), ""]
+
+
+def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot]) -> str:
     from tabulate import tabulate
 
-    out = [f"# Leaderboard: {md(store.suite)}", ""]
+    out = [f"# Leaderboard: {md(store.suite)}", "", md(headline(store, prov)), ""]
+    for sec in secs:  # the answer first
+        out += [f"## {md(sec.dataset)} · {md(sec.encoder)}", ""]
+        if sec.main is not None:
+            out += ["### Main score", "", render_table(sec.main), ""]
+        out += [f"- {md(n)}" for n in sec.notes] + [""]
+    for kind in ("cd", "gap"):
+        if kind in plots:
+            out += _figure(plots[kind])
+    out += ["## How to read this page", "", md(MAIN_SCORE_DOC), "", f"**Significance**: {md(SIGNIFICANCE_METHOD)}.", "",
+            md(RANKS_DOC), "", md(FILES_DOC), "", "## Provenance", ""]
     for key, value in prov:
         value = f"`{value}`" if key == "command" and "`" not in value else md(value)
         out.append(f"- **{key}**: {value}")
-    out += ["", main_score_doc(), "", f"**Significance**: {md(SIGNIFICANCE_METHOD)}.", ""]
+    out.append("")
     for sec in secs:
-        out += [f"## {md(sec.dataset)} · {md(sec.encoder)}", ""]
-        out += [f"Main score: {md(sec.main_score.description) if sec.main_score else 'none (no zero-shot, retrieval or linear-probe metric)'}.", ""]
-        for table in sec.tables:
+        out += [f"## Details: {md(sec.dataset)} · {md(sec.encoder)}", ""]
+        for table in sec.details + ([sec.tuning] if sec.tuning else []):
             out += [f"### {md(table.title)}", "", render_table(table), ""]
-    if plots:
+    if "tuning" in plots:
+        out += ["## Tuning", ""] + _figure(plots["tuning"])
+    more = [p for k, p in plots.items() if k not in ("cd", "gap", "tuning")]
+    if more:
         out += ["## Plots", ""]
-        for p in plots:
-            out += [f"### {md(p.title)}", "", md(p.caption), "", f"![{md(p.title)}]({p.file})", ""]
+        for p in more:
+            out += _figure(p)
     fails = failures(store)
     out += [f"## Failed jobs ({len(fails)})", ""]
     if fails:

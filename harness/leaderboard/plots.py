@@ -2,6 +2,11 @@
 
 - ``gap_vs_score.png``: centroid distance ||mean(x) - mean(y)|| against the main score, one point per
   seed and the mean ± std (error bars) per objective, a panel per (dataset, encoder).
+- ``cd_diagram.png``: Demsar's critical-difference diagram per (dataset, encoder), drawn by
+  ``scikit_posthocs.critical_difference_diagram``: mean rank over the table's tasks (1 = best),
+  objectives joined by a bar when Nemenyi's test cannot tell them apart, and the CD as a scale bar.
+- ``tuning.png``: each objective's validation score against the learning rate tried (log x axis),
+  mean over tuning seeds, the chosen value starred, a panel per (dataset, encoder).
 - ``pca_<dataset>_<encoder>.png``: the first two principal components of one seed's image and
   pair-tower embeddings (text, or the second image tower in the same-modality control), a panel
   per objective, from ``embeddings/<set>.npz`` (``retrieval.npz`` preferred, else the first set
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +30,9 @@ from harness.leaderboard.aggregate import Aggregate
 from harness.leaderboard.load import Metric, Run, RunStore
 
 MAX_POINTS = 400  # per tower in a PCA panel
+LABEL_SIZE = 11  # axis labels
+TITLE_SIZE = 12
+LEGEND_SIZE = 9
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -34,9 +43,13 @@ class Plot:
     caption: str
 
 
-def _text(s: str) -> str:
-    """A plugin string made safe for matplotlib (no mathtext)."""
-    return s.replace("$", r"\$")
+def _short(s: str, limit: int) -> str:
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _text(s: str, limit: int = 120) -> str:
+    """A plugin string made safe for matplotlib (no mathtext) and short enough to draw."""
+    return _short(s, limit).replace("$", r"\$")
 
 
 def _slug(s: str) -> str:
@@ -69,35 +82,159 @@ def _centroid_column(metrics: dict[str, Metric]) -> str | None:
     return best[0].column if best else None
 
 
+def _legend(ax, n: int) -> None:
+    """Inside the axes for a few entries, outside on the right for many (never over the points)."""
+    if n > 5:
+        ax.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    else:
+        ax.legend(fontsize=LEGEND_SIZE, loc="best")
+
+
+def _wrap(text: str, width: int = 48) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metric], order: list[str], out: Path) -> Plot | None:
     gap_col = _centroid_column(metrics)
     if gap_col is None:
         return None
-    data = results.assign(_score=agg.job_scores)
-    data = data[(data["status"] == "ok") & data[gap_col].notna() & data["_score"].notna()]
+    data = results[(results["status"] == "ok") & results[gap_col].notna() & results["main_score"].notna()]
+    data = data[np.isfinite(data[gap_col].astype(float)) & np.isfinite(data["main_score"].astype(float))]
     groups = [(key, g) for key, g in data.groupby(["dataset", "encoder"], sort=True)]
     if not groups:
         return None
     colors = _colors(order)
-    fig, axes = _figure(len(groups), 2, (6.0, 4.2))
+    many = len(set(data["objective"])) > 5
+    fig, axes = _figure(len(groups), 1 if many else 2, (8.5 if many else 6.5, 4.8))
     for ax, ((dataset, encoder), g) in zip(axes, groups):
-        for objective in [o for o in order if o in set(g["objective"])]:
+        present = [o for o in order if o in set(g["objective"])]
+        for objective in present:
             pts = g[g["objective"] == objective]
-            x, y = pts[gap_col].to_numpy(float), pts["_score"].to_numpy(float)
+            x, y = pts[gap_col].to_numpy(float), pts["main_score"].to_numpy(float)
             c = colors[objective]
-            ax.scatter(x, y, color=c, alpha=0.35, s=18, linewidths=0)
+            ax.scatter(x, y, color=c, alpha=0.35, s=22, linewidths=0)
             xerr = x.std(ddof=1) if len(x) > 1 else 0.0
             yerr = y.std(ddof=1) if len(y) > 1 else 0.0
-            ax.errorbar(x.mean(), y.mean(), xerr=xerr, yerr=yerr, fmt="o", color=c, capsize=3, label=_text(f"{objective} (n={len(x)})"))
-        ax.set_xlabel(_text(f"centroid distance ({gap_col}) ↓"))
+            ax.errorbar(x.mean(), y.mean(), xerr=xerr, yerr=yerr, fmt="o", color=c, capsize=3, markersize=7,
+                        label=_text(f"{_short(objective, 40)} (n={len(x)})"))
+        ax.set_xlabel(_text(f"gap: centroid distance ({gap_col}), lower = smaller gap"), fontsize=LABEL_SIZE)
         rule = agg.main_scores.get((dataset, encoder))
-        ax.set_ylabel(_text(f"main score: {rule.description}" if rule else "main score"), fontsize=8)
-        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=10)
+        ylabel = f"main score {rule.arrow}: {rule.description}" if rule else "main score"
+        ax.set_ylabel(_text(_wrap(ylabel, 44)), fontsize=LABEL_SIZE)
+        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
+        ax.tick_params(labelsize=LEGEND_SIZE + 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        _legend(ax, len(present))
     _save(fig, out / "gap_vs_score.png")
-    return Plot("gap_vs_score.png", "Centroid distance vs main score",
-                "Each faint point is one seed; the solid point and error bars are the mean ± std over seeds.")
+    return Plot("gap_vs_score.png", "Gap vs main score",
+                "x: the modality gap (centroid distance, smaller to the left); y: the table's main score. Each faint "
+                "point is one seed; the solid point and error bars are the mean ± std over seeds.")
+
+
+def cd_diagram(agg: Aggregate, out: Path) -> Plot | None:
+    """Critical-difference diagrams (scikit-posthocs) of the tables that have a Friedman test."""
+    panels = [t for t in agg.tables.values()
+              if t.friedman is not None and t.friedman.nemenyi is not None and not math.isnan(t.friedman.cd)]
+    if not panels:
+        return None
+    import scikit_posthocs as sp
+    from matplotlib.figure import Figure
+
+    width_in = 10.0
+    heights = [1.9 + 0.34 * len(t.friedman.objectives) for t in panels]
+    fig = Figure(figsize=(width_in, sum(heights)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights).ravel()
+    for ax, t in zip(axes, panels):
+        fr = t.friedman
+        names = {o: _text(o if len(o) <= 28 else o[:27] + "…") for o in fr.objectives}
+        while len(set(names.values())) < len(names):  # truncation made two labels equal: keep them apart
+            seen: set[str] = set()
+            for o in fr.objectives:
+                if names[o] in seen:
+                    names[o] += "'"
+                seen.add(names[o])
+        ranks = pd.Series({names[o]: r for o, r in fr.mean_ranks.items()})
+        sig = fr.nemenyi.rename(index=names, columns=names)
+        colors = _colors(t.order)
+        sp.critical_difference_diagram(
+            ranks, sig, ax=ax, alpha=0.05,
+            label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
+            label_props={"fontsize": LABEL_SIZE}, color_palette={names[o]: colors[o] for o in fr.objectives},
+            crossbar_props={"linewidth": 3}, text_h_margin=0.05,
+        )
+        k = len(fr.objectives)
+        # room for the labels beside the axis: a label's width as a fraction of the axes, turned into rank units
+        chars = max(len(n) for n in names.values()) + 7
+        frac = min(0.3, chars * LABEL_SIZE * 0.6 / 72 / (width_in - 0.4))
+        pad = max(0.5, frac * (k - 1) / (1 - 2 * frac) + 0.2)
+        ax.set_xlim(1 - pad, k + pad)
+        # the CD as a scale bar above the tick labels (scikit-posthocs' own sits on them), from rank 1
+        bottom, _ = ax.get_ylim()
+        ax.plot([1, 1 + fr.cd], [1.3, 1.3], color="k", linewidth=3, clip_on=False)
+        ax.text(1 + fr.cd / 2, 1.55, f"critical difference (Nemenyi) = {fr.cd:.2f}", ha="center", va="bottom",
+                fontsize=LEGEND_SIZE + 1)
+        ax.set_ylim(bottom, 2.2)
+        ax.set_xticks(range(1, k + 1))
+        ax.spines["top"].set_bounds(1, k)
+        ax.tick_params(labelsize=LEGEND_SIZE + 1)
+        p = "n/a" if math.isnan(fr.p_value) else (f"{fr.p_value:.3f}" if fr.p_value >= 0.001 else f"{fr.p_value:.1e}")
+        ax.set_title(_text(f"{t.dataset} · {t.encoder}: mean rank over {len(fr.tasks)} tasks (1 = best); "
+                           f"Friedman p = {p}"), fontsize=TITLE_SIZE)
+    _save(fig, out / "cd_diagram.png")
+    return Plot("cd_diagram.png", "Critical-difference diagram",
+                "Mean rank of each objective over the table's tasks (1 = best; Demsar 2006). A thick bar joins "
+                "objectives that Nemenyi's test cannot tell apart (α = 0.05); the bar labelled CD is the critical difference.")
+
+
+def tuning_plot(store: RunStore, order: list[str], out: Path) -> Plot | None:
+    """Validation score against learning rate for each objective's tuning trials (log x)."""
+    final_metric: dict[tuple[str, str, str], str] = {}
+    chosen: dict[tuple[str, str, str], float] = {}
+    for r in store.runs:
+        key = (r.dataset, r.encoder, r.objective)
+        if r.tuning.get("metric"):
+            final_metric.setdefault(key, r.tuning["metric"])
+        lr = r.tuned.get("train.lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+            chosen.setdefault(key, float(lr))
+    points: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+    metric_names: dict[tuple[str, str], set[str]] = {}
+    for r in store.tuning:
+        lr = r.trial.get("train.lr")
+        key = (r.dataset, r.encoder, r.objective)
+        metric = r.tuning.get("metric") or final_metric.get(key)
+        if r.status != "ok" or not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 or not metric:
+            continue
+        v = r.values.get(metric, math.nan)
+        if not math.isfinite(v):
+            continue
+        points.setdefault((r.dataset, r.encoder), {}).setdefault(r.objective, []).append((float(lr), v))
+        metric_names.setdefault((r.dataset, r.encoder), set()).add(metric)
+    if not points:
+        return None
+    names = sorted({o for per in points.values() for o in per})
+    colors = _colors([o for o in order if o in names] + [o for o in names if o not in order])
+    fig, axes = _figure(len(points), 2, (6.5, 4.4))
+    for ax, ((dataset, encoder), per) in zip(axes, sorted(points.items())):
+        for objective in sorted(per, key=lambda o: (order.index(o) if o in order else len(order), o)):
+            pts = pd.DataFrame(per[objective], columns=["lr", "v"]).groupby("lr")["v"].mean()
+            c = colors[objective]
+            ax.plot(pts.index, pts.values, "o-", color=c, label=_text(objective, 40), linewidth=1.5, markersize=5)
+            lr = chosen.get((dataset, encoder, objective))
+            if lr is not None and lr in pts.index:
+                ax.plot([lr], [pts[lr]], marker="*", markersize=15, color=c, markeredgecolor="k", linestyle="none")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (train.lr, log scale)", fontsize=LABEL_SIZE)
+        metric = ", ".join(sorted(metric_names[(dataset, encoder)]))
+        ax.set_ylabel(_text(_wrap(f"validation score: {metric}", 40)), fontsize=LABEL_SIZE)
+        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
+        ax.tick_params(labelsize=LEGEND_SIZE + 1)
+        ax.grid(alpha=0.3, which="both")
+        _legend(ax, len(per))
+    _save(fig, out / "tuning.png")
+    return Plot("tuning.png", "Tuning: validation score against learning rate",
+                "One line per objective: the validation score of each learning rate tried (mean over tuning seeds); "
+                "the star marks the value chosen for the final runs.")
 
 
 def _embedding_file(run: Run) -> Path | None:
@@ -153,10 +290,12 @@ def pca_plots(store: RunStore, order: list[str], out: Path) -> list[Plot]:
                 if len(pts) > MAX_POINTS:
                     pts = pts[rng.choice(len(pts), MAX_POINTS, replace=False)]
                 ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.5, color=c, linewidths=0, label=name)
-            ax.set_title(_text(f"{objective}\nseed {run.seed}, {f.stem}"), fontsize=8)
+            ax.set_title(_text(f"{_short(objective, 40)}\nseed {run.seed}, {f.stem}"), fontsize=LEGEND_SIZE + 1)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.legend(fontsize=6, loc="best", markerscale=2)
+            ax.set_xlabel("PC 1", fontsize=LEGEND_SIZE)
+            ax.set_ylabel("PC 2", fontsize=LEGEND_SIZE)
+            ax.legend(fontsize=LEGEND_SIZE - 1, loc="best", markerscale=2)
         name = f"pca_{_slug(dataset)}_{_slug(encoder)}"
         while name in used:
             name += "_"
@@ -196,26 +335,39 @@ def loss_curves(store: RunStore, order: list[str], out: Path) -> Plot | None:
     if not curves:
         return None
     colors = _colors(order)
-    fig, axes = _figure(len(curves), 2, (6.0, 4.0))
+    fig, axes = _figure(len(curves), 2, (6.5, 4.4))
     for ax, ((dataset, encoder), lines) in zip(axes, sorted(curves.items())):
         seen = set()
         for objective, steps, losses in sorted(lines, key=lambda t: order.index(t[0])):
-            label = _text(objective) if objective not in seen else None
+            label = _text(objective, 40) if objective not in seen else None
             seen.add(objective)
             ax.plot(steps, losses, color=colors[objective], alpha=0.7, linewidth=1.2, label=label)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss (sum of the objective's terms)", fontsize=8)
-        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=10)
+        ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
+        ax.set_ylabel("training loss (sum of the terms)", fontsize=LABEL_SIZE)
+        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        _legend(ax, len(seen))
     _save(fig, out / "loss_curves.png")
     return Plot("loss_curves.png", "Training loss curves", "One line per seed, from each job's log.jsonl.")
 
 
-def make_plots(store: RunStore, results: pd.DataFrame, agg: Aggregate, out: Path) -> list[Plot]:
-    """Write every applicable figure into ``out``; returns them in page order."""
-    order = list(dict.fromkeys(agg.summary.sort_values(["rank", "objective"])["objective"]))
-    plots = [gap_vs_score(results, agg, store.metrics, order, out)]
-    plots += pca_plots(store, order, out)
-    plots.append(loss_curves(store, order, out))
-    return [p for p in plots if p is not None]
+def plot_order(agg: Aggregate) -> list[str]:
+    """Objectives in the order of their best rank in any table (the colours follow it)."""
+    order: list[str] = []
+    for t in agg.tables.values():
+        order += [o for o in t.order if o not in order]
+    return order
+
+
+def make_plots(store: RunStore, agg: Aggregate, out: Path) -> dict[str, Plot]:
+    """Write every applicable figure into ``out``; returns {kind: Plot} for the kinds that apply:
+    ``cd``, ``gap``, ``tuning``, ``pca:<file>``..., ``loss``, in page order."""
+    order = plot_order(agg)
+    plots: dict[str, Plot | None] = {
+        "cd": cd_diagram(agg, out),
+        "gap": gap_vs_score(agg.results, agg, store.metrics, order, out),
+        "tuning": tuning_plot(store, order, out),
+    }
+    plots.update({f"pca:{p.file}": p for p in pca_plots(store, order, out)})
+    plots["loss"] = loss_curves(store, order, out)
+    return {k: p for k, p in plots.items() if p is not None}
