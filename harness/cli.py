@@ -158,6 +158,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from harness.scaffold import names_for, new_plugin
+
+    root = new_plugin(args.name, kind=args.kind, out=args.out)
+    n = names_for(args.name)
+    print(f"wrote {root}: {args.kind} plugin {n['name']!r} in distribution {n['dist']}")
+    print(f"next: pip install -e {root} && harness plugins {n['name']} && python -m pytest {root / 'tests'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from harness import __version__
 
@@ -212,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs_dir", help="a suite's results directory (runs/<suite>) or one job's directory")
     p.add_argument("--evaluation", action="append", default=None, help="only this evaluation (repeatable)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add(
+        "new-plugin",
+        "write a ready, installable plugin distribution to start from",
+        "Write harness-NAME/ (pyproject with the harness entry point, the plugin module, a README and a test "
+        "that runs harness.testing on it). pip install -e it and it appears in `harness plugins`.",
+    )
+    p.add_argument("name", help="the plugin's name (the distribution is harness-NAME)")
+    p.add_argument("--kind", choices=["loss", "encoder", "dataset", "evaluation"], default="loss",
+                   help="what the plugin is (default: loss)")
+    p.add_argument("--out", default=".", help="where to write harness-NAME/ (default: the current directory)")
+    p.set_defaults(func=cmd_new_plugin)
 
     p = add("leaderboard", "aggregate results into Markdown, HTML and CSV tables")
     p.add_argument("runs_dir", help="a results directory, e.g. runs/gap")

@@ -37,8 +37,9 @@ def _assert_one_line_error(code: int, out: str, err: str, path: str, expected: l
 
 # --- help ----------------------------------------------------------------------------------------
 
-COMMANDS = {"plugins": ["--json"], "validate": ["suite"], "run": ["--out", "--executor", "--address", "--retry-failed"],
-            "evaluate": ["runs_dir", "--evaluation"], "leaderboard": ["runs_dir", "--out", "--format"]}
+COMMANDS = {"plugins": ["name", "--json"], "validate": ["suite"], "run": ["--out", "--executor", "--address", "--retry-failed"],
+            "evaluate": ["runs_dir", "--evaluation"], "leaderboard": ["runs_dir", "--out", "--format"],
+            "new-plugin": ["name", "--kind", "--out"]}
 
 
 def test_help_documents_every_command(cli):
