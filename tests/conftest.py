@@ -32,6 +32,43 @@ evaluations: [fake_gap]
 """
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is faster and immune to a busy machine (use per module)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """The test-only plugin distribution of ``fakes`` installed on sys.path, as the process-wide registry."""
+    import fakes
+
+    site = fakes.install(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", fakes.DIST)
+    registry_mod.set_registry(registry_mod.Registry())
+    yield site
+    registry_mod.set_registry(None)
+    sys.modules.pop(fakes.MODULE, None)
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> None:
+    """A tar file holding ``members`` (name -> bytes), as a webdataset shard."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 @pytest.fixture
 def use_registry():
     """``use_registry(reg)`` makes ``reg`` the process-wide registry until the test ends."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from PIL import Image
 
 import harness
+from conftest import write_tar
 from harness.builtin.datasets.clip_benchmark_sets import ClipBenchmarkSets
 from harness.builtin.datasets.digits import NAMES, DigitsDataset
 from harness.builtin.datasets.image_text_files import ImageTextFiles, expand_braces
@@ -37,12 +37,7 @@ def encoded(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def write_tar(path: Path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+
 
 
 # ------------------------------------------------------------------------------------ CSV/TSV

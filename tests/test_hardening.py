@@ -12,11 +12,9 @@ import io
 import json
 import os
 import pickle
-import resource
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from pathlib import Path
@@ -28,10 +26,9 @@ from PIL import Image
 
 import fakes
 import harness
-from conftest import FIXTURES
+from conftest import FIXTURES, write_tar
 from harness.env import git_commit
 from harness.executors import run_suite
-from harness.registry import Registry, set_registry
 from harness.store import Store
 from harness.suite import expand, parse_suite
 
@@ -54,12 +51,7 @@ def _png(value: int) -> bytes:
     return buf.getvalue()
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+
 
 
 # ------------------------------------------------------------------ 1-2: nothing in a file runs code
@@ -77,7 +69,7 @@ def test_shards_with_pickle_and_torch_members_never_run_them(tmp_path):
     (root / "test" / "nshards.txt").write_text("1")
     (root / "classnames.txt").write_text("dark\nlight\n")
     (root / "zeroshot_classification_templates.txt").write_text("a {c} image\n")
-    _tar(root / "test" / "0.tar", members)
+    write_tar(root / "test" / "0.tar", members)
     (cls,) = harness.create_dataset("clip_benchmark", dataset="wds/x", root=str(root), image_size=8).eval_sets()
     assert cls.labels.tolist() == [0, 1, 0, 1]
     files = harness.create_dataset("image_text_files", path=str(root / "test" / "0.tar"), image_size=8, eval_fraction=0.5)
@@ -182,15 +174,7 @@ def test_labels_with_control_characters_are_printed_escaped(cli, fake_registry, 
 # ------------------------------------------------------------------ 7: evaluate never deletes what it cannot recompute
 
 
-@pytest.fixture
-def toy(tmp_path, monkeypatch):
-    site = fakes.install(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", fakes.DIST)
-    set_registry(Registry())
-    yield site
-    set_registry(None)
-    sys.modules.pop(fakes.MODULE, None)
+
 
 
 def test_evaluate_keeps_metrics_it_cannot_recompute(toy, tmp_path, cli):

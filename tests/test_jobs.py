@@ -18,7 +18,6 @@ import yaml
 
 import fakes
 from harness.executors import run_suite
-from harness.registry import Registry, set_registry
 from harness.runner import run_job
 from harness.store import Store
 from harness.suite import expand, parse_suite
@@ -26,15 +25,7 @@ from harness.suite import expand, parse_suite
 TIMING = {"train_time_s", "samples_per_s"}
 
 
-@pytest.fixture
-def toy(tmp_path, monkeypatch):
-    site = fakes.install(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", fakes.DIST)
-    set_registry(Registry())
-    yield site
-    set_registry(None)
-    sys.modules.pop(fakes.MODULE, None)
+
 
 
 def jobs_of(data: dict):

@@ -23,14 +23,7 @@ from harness.builtin.losses.distributed import gather_features
 ALL = ["clip", "cua", "cuaxu", "siglip", "cyclip", "dcl", "align_uniform"]
 NEEDS_PAIRS = {"cua", "cuaxu", "align_uniform", "dcl"}  # undefined for a batch of one
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pairs(n: int, d: int, seed: int = 0, noise: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,13 +27,7 @@ from harness.suite import expand, parse_suite
 from harness.testing import check_dataset, check_encoder, check_evaluation, check_loss
 from harness.types import Loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ every built-in fits its contract
