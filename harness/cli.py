@@ -104,29 +104,35 @@ def _plugin_detail(registry, p: dict) -> str:
 
 def _load(path: str):
     from harness.registry import get_registry
-    from harness.suite import expand, load_suite
+    from harness.suite import expand_grid, load_suite
 
     registry = get_registry()
     _print_load_errors(registry)
     suite = load_suite(path)
-    return suite, expand(suite, source=path, registry=registry)
+    return suite, expand_grid(suite, source=path, registry=registry)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    suite, jobs = _load(args.suite)
-    print(f"{args.suite}: suite {suite.name!r} is valid: {len(jobs)} job(s)")
-    for job in jobs:
-        print(f"  {job.id}  {printable(job.display)}")
+    suite, grid = _load(args.suite)
+    tuning = grid.tuning_jobs()
+    if tuning:
+        print(f"{args.suite}: suite {suite.name!r} is valid: {len(tuning)} tuning job(s), then {len(grid.jobs)} "
+              f"final job(s) with the values tuning chooses")
+    else:
+        print(f"{args.suite}: suite {suite.name!r} is valid: {len(grid.jobs)} job(s)")
+    tuned = {spec.display for i, spec, _ in grid.objectives if i in grid.trials}
+    for job in tuning + grid.jobs:
+        shown = "(tuned)     " if job.stage != "tune" and job.objective.display in tuned else job.id
+        print(f"  {shown}  {printable(job.display)}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.executors import run_suite
+    from harness.executors import run_grid
 
-    suite, jobs = _load(args.suite)
-    summary = run_suite(
-        suite,
-        jobs,
+    suite, grid = _load(args.suite)
+    summary = run_grid(
+        grid,
         out=args.out,
         executor=args.executor,
         address=args.address,

@@ -2,8 +2,9 @@
 
 Its id is a stable short hash of what determines its numbers (plugin names and resolved params,
 train config, seed, evaluations), so re-running a suite finds the jobs it already finished.
-Labels, the suite name, what is saved, the resources and the suite's choice of main score do not
-change the numbers and are left out.
+Labels, the suite name, what is saved, the resources, the suite's choice of main score and the tuning
+records do not change the numbers and are left out; the evaluation split does (only a tuning trial
+has one other than ``test``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,16 @@ class Job:
     save: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
     main_score: str | None = None  # the suite's explicit main score, "<evaluation>.<key>" (not in the id)
+    # Tuning (harness.tuning). A stage-1 job evaluates on the dataset's validation split (in the id)
+    # and records the values it tries; a final job of a tuned suite records the chosen values.
+    split: str = "test"
+    stage: str | None = None  # "tune" for a tuning trial
+    trial: dict[str, Any] | None = None  # {"train.lr": 0.001, "params.temperature": 0.05}
+    tuned: dict[str, Any] | None = None  # the chosen values
+    tuning: dict[str, Any] | None = None  # {"trials": n, "seeds": [...], "metric": "<column>"}
 
     def identity(self) -> dict[str, Any]:
-        return {
+        identity = {
             "objective": self.objective.identity(),
             "encoder": self.encoder.identity(),
             "dataset": self.dataset.identity(),
@@ -57,6 +65,9 @@ class Job:
             "seed": self.seed,
             "evaluations": [e.identity() for e in self.evaluations],
         }
+        if self.split != "test":  # evaluated on other sets: other numbers (absent for test: ids stay as they were)
+            identity["split"] = self.split
+        return identity
 
     @property
     def id(self) -> str:
@@ -68,7 +79,9 @@ class Job:
 
     @property
     def display(self) -> str:
-        return f"{self.objective.display} | {self.encoder.display} | {self.dataset.display} | seed {self.seed}"
+        trial = ", ".join(f"{k}={v}" for k, v in (self.trial or {}).items())
+        prefix = f"tune [{trial}] " if self.stage == "tune" else ""
+        return f"{prefix}{self.objective.display} | {self.encoder.display} | {self.dataset.display} | seed {self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections import Counter
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from pydantic import Field, field_validator
 from harness.config import Resources, Seed, Strict, TrainConfig
 from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
+from harness.tuning import TuneConfig
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 DEFAULT_EVALUATIONS = ["gap", "zeroshot_classification", "retrieval", "arithmetic", "linear_probe"]
@@ -63,6 +65,7 @@ class Suite(Strict):
     resources: Resources = Field(default_factory=Resources)
     requires: list[Annotated[str, Field(pattern=DISTRIBUTION_NAME)]] = Field(default_factory=list)
     main_score: str | None = Field(default=None, min_length=1, max_length=200)
+    tune: TuneConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -142,7 +145,7 @@ def _known_fields(loc: tuple, prefix: str) -> list[str]:
         return list(TrainConfig.model_fields) if not path else []
     if not path:
         return list(Suite.model_fields)
-    nested = {"train": TrainConfig, "resources": Resources, "objectives": ObjectiveRef,
+    nested = {"train": TrainConfig, "resources": Resources, "objectives": ObjectiveRef, "tune": TuneConfig,
               "encoders": PluginRef, "datasets": PluginRef, "evaluations": PluginRef}
     return list(nested[path[0]].model_fields) if len(path) == 1 and path[0] in nested else []
 
@@ -309,14 +312,7 @@ def expand(suite: Suite, source: str = "<suite>", registry=None, check_build: bo
     factory of theirs with a ``check_params(**params)`` callable gets its values checked by that.
     Nothing is ever called with data: no loss ``forward``, no ``evaluate``.
     """
-    from harness.registry import get_registry
-
-    registry = registry or get_registry()
-    try:
-        check_requires(suite, registry)
-        return _expand(suite, registry, check_build)
-    except HarnessError as exc:
-        raise HarnessError(f"{source}: {exc}") from None
+    return expand_grid(suite, source, registry, check_build).jobs
 
 
 def check_requires(suite: Suite, registry) -> None:
@@ -411,7 +407,46 @@ def _unique_labels(field: str, specs: list[PluginSpec]) -> None:
         seen[spec.display] = i
 
 
-def _expand(suite: Suite, registry, check_build: bool) -> list[Job]:
+@dataclass
+class Grid:
+    """A suite resolved against the registry: its plugin specs, its grid of jobs, and its tuning trials.
+
+    ``objectives`` holds (index, spec, train config); ``trials`` maps the index of each tuned
+    objective to its trials (empty without a ``tune:`` section). For a tuned suite ``jobs`` are the
+    final jobs before the chosen values are applied (``harness.tuning``).
+    """
+
+    suite: Suite
+    objectives: list[tuple[int, PluginSpec, TrainConfig]]
+    encoders: list[PluginSpec]
+    datasets: list[PluginSpec]
+    evaluations: list[PluginSpec]
+    jobs: list[Job]
+    trials: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def tuning_jobs(self, registry=None) -> list[Job]:
+        """Stage 1 of a tuned suite (none otherwise)."""
+        from harness.registry import get_registry
+        from harness.tuning import tuning_jobs
+
+        if not self.trials:
+            return []
+        return tuning_jobs(self.jobs, self.trials, self.objectives, self.suite, registry or get_registry())
+
+
+def expand_grid(suite: Suite, source: str = "<suite>", registry=None, check_build: bool = True) -> Grid:
+    """Like ``expand``, with everything the grid was built from (and the tuning trials)."""
+    from harness.registry import get_registry
+
+    registry = registry or get_registry()
+    try:
+        check_requires(suite, registry)
+        return _expand(suite, registry, check_build)
+    except HarnessError as exc:
+        raise HarnessError(f"{source}: {exc}") from None
+
+
+def _expand(suite: Suite, registry, check_build: bool) -> Grid:
     objectives = []
     for i, ref in enumerate(suite.objectives):
         spec = _spec("loss", ref, f"objectives[{i}]", registry)
@@ -462,4 +497,9 @@ def _expand(suite: Suite, registry, check_build: bool) -> list[Job]:
             raise HarnessError(f"{where}: resolves to the same job as {origin[job.id]}; make their params differ")
         origin[job.id] = where
         jobs.append(job)
-    return jobs
+    trials = {}
+    if suite.tune is not None:
+        from harness.tuning import expand_tuning
+
+        trials = expand_tuning(suite, objectives, encoders, datasets, evaluations, registry)
+    return Grid(suite, objectives, encoders, datasets, evaluations, jobs, trials)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.columns import pattern_values
 from harness.errors import HarnessError, one_line
 from harness.types import (
     LOSS_EXTRAS,
@@ -418,14 +419,7 @@ def _leaves(tree: Any, path: tuple[str, ...] = ()):
 
 def resolve_main_score(result: dict[str, Any], key: str) -> list[float]:
     """The values a main-score key names in an evaluation's result (``*`` matches one level)."""
-    nodes = [result]
-    for part in key.split("."):
-        nxt = []
-        for node in nodes:
-            if isinstance(node, dict):
-                nxt += list(node.values()) if part == "*" else [node[part]] if part in node else []
-        nodes = nxt
-    return [float(v) for v in nodes if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return pattern_values(result, key)
 
 
 def check_evaluation(name_or_factory: str | Callable[..., Any], /, **params: Any) -> None:

@@ -54,21 +54,25 @@ SOURCE = textwrap.dedent(
     class ToyDataset:
         """Four colour classes of 4x4 images with captions (test only)."""
 
+        splits = ("test", "validation")
+
         def __init__(self, seed: int = 0, n: int = 256, sleep: float = 0.0, fail: bool = False):
             if fail:
                 raise RuntimeError("toy dataset asked to fail")
             rng = np.random.default_rng(seed)
             self.train = ToyPairs(*_make(n, rng), sleep)
             self.eval_images, self.eval_labels = _make(64, rng)
+            self.val_images, self.val_labels = _make(64, rng)
 
         def train_pairs(self):
             return self.train
 
-        def eval_sets(self):
-            caps = [[f"a {WORDS[l]} thing", WORDS[l]] for l in self.eval_labels]
+        def eval_sets(self, split="test"):
+            images, labels = (self.eval_images, self.eval_labels) if split == "test" else (self.val_images, self.val_labels)
+            caps = [[f"a {WORDS[l]} thing", WORDS[l]] for l in labels]
             return [
-                ClassificationSet("colour", self.eval_images, self.eval_labels, list(WORDS), ["a {c} thing", "{c}"]),
-                RetrievalSet("retrieval", self.eval_images, caps),
+                ClassificationSet("colour", images, labels, list(WORDS), ["a {c} thing", "{c}"]),
+                RetrievalSet("retrieval", images, caps),
             ]
 
 

@@ -95,6 +95,39 @@ def describe(result: dict[str, Any]) -> str:
     return "ok: " + ", ".join(parts)
 
 
+def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: str | None = None,
+             retry_failed: bool = False, force: bool = False) -> Summary:
+    """Run a resolved suite: its jobs, or for a tuned suite the tuning stage, the selection, then the final jobs.
+
+    Both stages are ordinary runs of the same store (resumable, either executor); the selection
+    reads the tuning results back from the store (``harness.tuning.select``).
+    """
+    from harness.tuning import final_jobs, select
+
+    suite = grid.suite
+    if not grid.trials:
+        return run_suite(suite, grid.jobs, out, executor, address, retry_failed, force)
+    stage1 = grid.tuning_jobs()
+    n_trials = len(next(iter(grid.trials.values())))
+    print(f"tuning {len(grid.trials)} objective(s), {n_trials} trial(s) each, on the validation split "
+          f"(seeds {', '.join(map(str, suite.tune.seeds))})", file=sys.stderr)
+    first = run_suite(suite, stage1, out, executor, address, retry_failed, force)
+    from harness.registry import get_registry
+
+    chosen = select(stage1, open_store(out, suite.name), suite.tune.mode)
+    for (objective, encoder, dataset), pick in chosen.items():
+        values = ", ".join(f"{k}={v}" for k, v in pick["trial"].items())
+        print(f"chosen for {printable(objective)} | {printable(encoder)} | {printable(dataset)}: {values} "
+              f"(validation {pick['score']:.4f})", file=sys.stderr)
+    jobs, missing = final_jobs(grid.jobs, grid.trials, grid.objectives, chosen, suite, get_registry())
+    second = run_suite(suite, jobs, out, executor, address, retry_failed, force)
+    second.failed += [(job.display, f"not run: {why}") for job, why in missing]
+    if missing:
+        second.print()
+    return Summary(ok=first.ok + second.ok, failed=first.failed + second.failed,
+                   skipped=first.skipped + second.skipped, busy=first.busy + second.busy)
+
+
 def open_store(out: str | Path, suite: str) -> Store:
     """The run store under ``out`` (``--out``), or a one-line ``HarnessError`` when it cannot be written."""
     where = Path(out)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.columns import matches
 from harness.leaderboard.load import LR_COLUMN, Declaration, Metric, Run, RunStore
 from harness.leaderboard.stats import ALPHA, PAIRWISE_COLUMNS, Detectable, Friedman, detectable, friedman, pairwise, welch
 
@@ -76,12 +77,6 @@ class MainScore:
     @property
     def arrow(self) -> str:
         return "↑" if self.higher_is_better else "↓"
-
-
-def matches(pattern: str, column: str) -> bool:
-    """``pattern`` (dotted, a component may be '*') matches ``column`` component by component."""
-    p, c = pattern.split("."), column.split(".")
-    return len(p) == len(c) and all(a == "*" or a == b for a, b in zip(p, c))
 
 
 def declarations(runs: list[Run]) -> list[Declaration]:

@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from harness.columns import flatten
 from harness.errors import HarnessError
 
 RESULT = "result.json"
@@ -160,17 +161,6 @@ def _label(spec: Any, where: str, path: Path) -> str:
         raise HarnessError(f"{path}: job.{where}.params must be a mapping")
     inner = ",".join(f"{k}={v!r}" for k, v in sorted(params.items()))
     return f"{spec['name']}({inner})" if inner else spec["name"]
-
-
-def _flatten(tree: Any, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], float]]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _flatten(value, prefix + (str(key),))
-    elif tree is None:
-        yield prefix, math.nan
-    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
-        yield prefix, float(tree)
-    # strings, lists and booleans are not metrics: left out
 
 
 def _plugin_names(job: dict[str, Any]) -> dict[str, str]:
@@ -357,7 +347,7 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
     metrics = tuning_metrics if stage == "tune" else final_metrics
     plugins = _plugin_names(job)
     values: dict[str, float] = {}
-    for keys, value in _flatten(raw, ()):
+    for keys, value in flatten(raw):
         if len(keys) < 2:
             continue  # a bare number directly under "metrics" has no evaluation
         column = ".".join(keys)

@@ -1,0 +1,34 @@
+"""Metric columns: a job's nested metrics as dotted columns, and column patterns with ``*``.
+
+A column is ``<evaluation>.<key>[.<key>...]`` (e.g. ``zeroshot_classification.shape.top1``); a
+pattern may put ``*`` for one component (``retrieval.*.image_to_text_r1``: every retrieval set).
+Main scores, the tuning metric and the leaderboard all name columns this way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+
+def flatten(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], float]]:
+    """(keys, value) for every numeric leaf of a nested dict; None is NaN; strings, lists, booleans are left out."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from flatten(value, prefix + (str(key),))
+    elif tree is None:
+        yield prefix, math.nan
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield prefix, float(tree)
+
+
+def matches(pattern: str, column: str) -> bool:
+    """``pattern`` (dotted, a component may be '*') matches ``column`` component by component."""
+    p, c = pattern.split("."), column.split(".")
+    return len(p) == len(c) and all(a == "*" or a == b for a, b in zip(p, c))
+
+
+def pattern_values(metrics: dict[str, Any], pattern: str) -> list[float]:
+    """The finite values of every column of ``metrics`` (a job's nested metrics) matching ``pattern``."""
+    values = [v for keys, v in flatten(metrics) if matches(pattern, ".".join(keys))]
+    return [v for v in values if math.isfinite(v)]

@@ -1,0 +1,238 @@
+"""Tuning with an equal budget: a stage of ordinary jobs in front of the suite's grid.
+
+A suite's ``tune:`` section names a grid of values per objective, the seeds to tune on and the
+metric to select by::
+
+    tune:
+      grid: {train.lr: [3.0e-4, 1.0e-3, 3.0e-3]}       # every trained objective
+      objectives: {clip: {params.temperature: [0.03, 0.07]}}   # optional, per objective label
+      seeds: [0]
+      metric: zeroshot_classification.mean_top1         # default: the main score
+      mode: max                                         # max or min (default: the main score's direction)
+
+Keys are ``train.<field>`` (any ``train`` setting) or ``params.<name>`` (a loss parameter). Every
+tuned objective gets the same number of trials (Musgrave et al. 2020: compare losses at equal tuning
+effort); rows with ``train: {steps: 0}`` are not tuned. Stage 1 runs each trial on the tuning
+seeds as ordinary jobs (stored, resumable, either executor) that evaluate on the dataset's
+*validation* split (``eval_sets(split="validation")``), never on a reported set. The selection
+reads their results from the store: per objective, encoder and dataset, the trial with the best
+mean metric over the tuning seeds (ties: the first in grid order). The final jobs are the suite's
+grid with the chosen values; they record them (``tuned``) and the budget (``tuning``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from harness.columns import pattern_values
+from harness.config import Seed, Strict, TrainConfig
+from harness.errors import HarnessError, short_repr
+from harness.job import Job, PluginSpec
+
+KEY = r"^(train|params)\.[A-Za-z_][A-Za-z0-9_]*$"
+MAX_TRIALS = 1000
+
+
+class TuneConfig(Strict):
+    """The ``tune:`` section of a suite."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    objectives: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
+    metric: str | None = Field(default=None, min_length=1, max_length=200)
+    mode: Literal["max", "min"] | None = None
+
+    @field_validator("grid")
+    @classmethod
+    def _keys(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        _check_grid(v)
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objective_keys(cls, v: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        for grid in v.values():
+            _check_grid(grid)
+        return v
+
+
+def _check_grid(grid: dict[str, list[Any]]) -> None:
+    import re
+
+    for key, values in grid.items():
+        if not re.match(KEY, key):
+            raise ValueError(f"grid key {short_repr(key)} must be train.<field> or params.<name>")
+        if not values:
+            raise ValueError(f"grid key {key!r} needs at least one value")
+        if len(values) > MAX_TRIALS:
+            raise ValueError(f"grid key {key!r} has more than {MAX_TRIALS} values")
+
+
+def trials_of(tune: TuneConfig, label: str) -> list[dict[str, Any]]:
+    """The trials of the objective labelled ``label``: the grid product, its own keys replacing the common ones."""
+    grid = {**tune.grid, **tune.objectives.get(label, {})}
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def apply_trial(trial: dict[str, Any], spec: PluginSpec, train: dict[str, Any], registry, where: str) -> tuple[PluginSpec, dict]:
+    """The objective spec and train config with the trial's values, validated like the suite's own.
+
+    The spec keeps its label, so a tuned objective is the same row of the leaderboard.
+    """
+    params, train = dict(spec.params), dict(train)
+    for key, value in trial.items():
+        section, _, name = key.partition(".")
+        (params if section == "params" else train)[name] = value
+    resolved = registry.get("loss", spec.name).resolve(params, where=f"{where}.params")
+    try:
+        cfg = TrainConfig.model_validate(train)
+    except ValueError as exc:  # pydantic.ValidationError: a grid value the train config refuses
+        from harness.suite import format_validation_error
+
+        raise HarnessError(format_validation_error(exc, "", prefix=f"{where}.train")[2:]) from None
+    return PluginSpec(spec.name, resolved, label=spec.display), cfg.model_dump()
+
+
+def expand_tuning(suite, objectives, encoders, datasets, evaluations, registry) -> dict[int, list[dict[str, Any]]]:
+    """Check the ``tune:`` section against the suite; returns objective index -> its trials (tuned ones only)."""
+    tune: TuneConfig = suite.tune
+    labels = {spec.display for _, spec, _ in objectives}
+    for label in tune.objectives:
+        if label not in labels:
+            raise HarnessError(f"tune.objectives.{label}: no objective has this label; labels: {', '.join(sorted(labels))}")
+    for d, ds in enumerate(datasets):
+        if "validation" not in tuple(getattr(registry.get("dataset", ds.name).factory, "splits", ("test",))):
+            raise HarnessError(f"tune: dataset {ds.name!r} (datasets[{d}]) has no validation split to tune on; "
+                               f"tuning never selects on a reported set")
+    if tune.metric is not None:
+        head = tune.metric.split(".", 1)[0]
+        if head not in {e.display for e in evaluations} or "." not in tune.metric:
+            raise HarnessError(f"tune.metric: expected '<evaluation>.<key>' with one of the suite's evaluations "
+                               f"(got {short_repr(tune.metric)})")
+    out: dict[int, list[dict[str, Any]]] = {}
+    for i, spec, train in objectives:
+        if train.steps == 0:
+            continue  # an untrained row: nothing to tune
+        trials = trials_of(tune, spec.display)
+        if len(trials) > MAX_TRIALS:
+            raise HarnessError(f"tune: objectives[{i}] has {len(trials)} trials, more than {MAX_TRIALS}")
+        for t, trial in enumerate(trials):
+            apply_trial(trial, spec, train.model_dump(), registry, f"tune (objectives[{i}], trial {t})")
+        out[i] = trials
+    sizes = {objectives[i][1].display: len(t) for i, t in out.items()}
+    if len(set(sizes.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise HarnessError(f"tune: every objective must get the same number of trials (equal budget); got {listing}")
+    return out
+
+
+def tuning_jobs(base: list[Job], trials: dict[int, list[dict[str, Any]]], objectives, suite, registry) -> list[Job]:
+    """Stage 1: each trial of each tuned objective, on the tuning seeds, evaluated on the validation split."""
+    from dataclasses import replace
+
+    index = {spec.display: (i, spec, train) for i, spec, train in objectives}
+    jobs, seen = [], set()
+    for job in base:
+        i, spec, train = index[job.objective.display]
+        if i not in trials:
+            continue
+        key = (i, job.encoder.display, job.dataset.display)
+        if key in seen:
+            continue
+        seen.add(key)
+        for t, trial in enumerate(trials[i]):
+            obj, cfg = apply_trial(trial, spec, train.model_dump(), registry, f"tune (objectives[{i}], trial {t})")
+            for seed in suite.tune.seeds:
+                jobs.append(replace(job, objective=obj, train=cfg, seed=seed, split="validation", stage="tune",
+                                    trial=dict(trial), tuning=tuning_record(suite, trials[i])))
+    return jobs
+
+
+def tuning_record(suite, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"trials": len(trials), "seeds": list(suite.tune.seeds), "metric": suite.tune.metric or suite.main_score}
+
+
+def trial_score(result: dict[str, Any] | None, metric: str | None) -> tuple[float, bool] | None:
+    """(score, higher_is_better) of one finished tuning job, or None when it failed or has no value.
+
+    ``metric`` is a column pattern; without one, the job's declared main score (the first with values).
+    """
+    if not result or result.get("status") != "ok":
+        return None
+    metrics = result.get("metrics") or {}
+    if metric is not None:
+        values = pattern_values(metrics, metric)
+        hib = _direction(result, metric)
+        return (sum(values) / len(values), hib) if values else None
+    for name, decl in (result.get("main_scores") or {}).items():
+        values = pattern_values(metrics, f"{name}.{decl['key']}")
+        if values:
+            return sum(values) / len(values), bool(decl.get("higher_is_better", True))
+    return None
+
+
+def _direction(result: dict[str, Any], metric: str) -> bool:
+    head, _, key = metric.partition(".")
+    decl = (result.get("main_scores") or {}).get(head)
+    if decl and decl.get("key") == key:
+        return bool(decl.get("higher_is_better", True))
+    leaf = (result.get("metric_info") or {}).get(head, {}).get(key.rsplit(".", 1)[-1], {})
+    return leaf.get("higher_is_better") is not False
+
+
+def select(tune_jobs: list[Job], store, mode: str | None) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(objective label, encoder, dataset) -> the chosen trial, from the stored tuning results.
+
+    The best mean over the tuning seeds of the trials whose every seed finished; ties go to the
+    first trial in grid order. A combination none of whose trials finished is absent.
+    """
+    groups: dict[tuple[str, str, str], dict[str, list]] = {}
+    order: dict[tuple[str, str, str], list[str]] = {}
+    for job in tune_jobs:
+        key = (job.objective.display, job.encoder.display, job.dataset.display)
+        trial_key = repr(sorted(job.trial.items()))
+        order.setdefault(key, [])
+        if trial_key not in order[key]:
+            order[key].append(trial_key)
+        groups.setdefault(key, {}).setdefault(trial_key, []).append((job, trial_score(store.result(job.id), job.tuning["metric"])))
+    chosen = {}
+    for key, trials in groups.items():
+        best = None  # (signed mean, trial, mean)
+        for trial_key in order[key]:
+            scored = trials[trial_key]
+            if any(s is None for _, s in scored):
+                continue  # a trial with a failed seed is not comparable at equal budget
+            mean = sum(score for _, (score, _) in scored) / len(scored)
+            higher = scored[0][1][1] if mode is None else mode == "max"
+            signed = mean if higher else -mean
+            if math.isfinite(signed) and (best is None or signed > best[0]):
+                best = (signed, scored[0][0].trial, mean)
+        if best is not None:
+            chosen[key] = {"trial": dict(best[1]), "score": best[2]}
+    return chosen
+
+
+def final_jobs(base: list[Job], trials: dict[int, list[dict[str, Any]]], objectives, chosen, suite, registry) -> tuple[list[Job], list[tuple[Job, str]]]:
+    """Stage 2: the suite's grid with each objective's chosen values; (jobs, [(job, why) that cannot run])."""
+    from dataclasses import replace
+
+    index = {spec.display: (i, spec, train) for i, spec, train in objectives}
+    jobs, missing = [], []
+    for job in base:
+        i, spec, train = index[job.objective.display]
+        if i not in trials:
+            jobs.append(job)  # not tuned (an untrained row)
+            continue
+        pick = chosen.get((job.objective.display, job.encoder.display, job.dataset.display))
+        if pick is None:
+            missing.append((job, "no tuning trial of this objective finished on every tuning seed"))
+            continue
+        obj, cfg = apply_trial(pick["trial"], spec, train.model_dump(), registry, f"objectives[{i}]")
+        jobs.append(replace(job, objective=obj, train=cfg, tuned=dict(pick["trial"]),
+                            tuning={**tuning_record(suite, trials[i]), "validation_score": pick["score"]}))
+    return jobs, missing
