@@ -13,10 +13,10 @@ from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
-
 from pydantic import Field
 
 from harness.builtin.evaluations.keys import number_key, safe_key
+from harness.builtin.evaluations.references import arithmetic_rows
 from harness.types import ArithmeticSet, EmbeddedSet, EvalContext, MetricInfo, Skip
 
 METRICS = {
@@ -79,3 +79,15 @@ class Arithmetic:
         if not out:
             raise Skip("no arithmetic set has a gallery of at least 2 images")
         return out
+
+    def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
+        """Chance and the blind oracle of each set's hit@k, the same at every lambda (see ``references``)."""
+        rows: dict[str, dict[str, float]] = {}
+        for es in ctx.of_type(ArithmeticSet):
+            if not es.record.triplets or es.image_emb.shape[0] < 2:
+                continue
+            for row, hits in arithmetic_rows(es.record).items():
+                for lam in self.lambdas:
+                    for hit, value in hits.items():
+                        rows.setdefault(row, {})[f"{safe_key(es.record.name)}.{number_key('lambda', lam)}.{hit}"] = value
+        return rows

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from pydantic import Field
 
 from harness.builtin.evaluations.clip_benchmark_compat import accuracy

@@ -8,16 +8,18 @@ CUDA and trains its own torch head, so it is not used.)
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
 import numpy as np
-
 from pydantic import Field
 
 from harness.builtin.evaluations.keys import safe_key
+from harness.builtin.evaluations.references import PIXELS, classification_rows, pixel_features
 from harness.types import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 
 METRICS = {"accuracy": MetricInfo("Linear probe accuracy", "downstream", True)}
+_PIXEL_CACHE: dict[str, float] = {}  # raw-pixel probe results by content digest: a pure function's memo
 
 
 def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,3 +77,25 @@ class LinearProbe:
         if not out:
             raise Skip("no classification set has 2 or more samples of 2 or more classes")
         return out
+
+    def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
+        """Chance, the blind oracle and the same probe on raw pixels, per set (see ``references``)."""
+        rows: dict[str, dict[str, float]] = {}
+        for es in ctx.of_type(ClassificationSet):
+            labels = np.asarray(es.record.labels)
+            if len(labels) < 2 or len(np.unique(labels)) < 2:
+                continue
+            values = classification_rows(es.record)
+            values[PIXELS] = self._pixel_probe(es.record, labels, ctx.seed)
+            for row, value in values.items():
+                rows.setdefault(row, {})[f"{safe_key(es.record.name)}.accuracy"] = value
+        return rows
+
+    def _pixel_probe(self, record, labels: np.ndarray, seed: int) -> float:
+        """The probe on raw pixels; the same set, split and settings give the same number, so it is cached."""
+        feats = pixel_features(record.images)
+        key = hashlib.sha256(feats.tobytes() + labels.tobytes() + repr((self.test_fraction, self.C, self.max_iter,
+                             seed)).encode()).hexdigest()
+        if key not in _PIXEL_CACHE:
+            _PIXEL_CACHE[key] = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed)
+        return _PIXEL_CACHE[key]

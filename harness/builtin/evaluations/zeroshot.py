@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from harness.builtin.evaluations.clip_benchmark_compat import accuracy
 from harness.builtin.evaluations.keys import safe_key
+from harness.builtin.evaluations.references import add_mean, classification_rows
 from harness.types import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 
 METRICS = {
@@ -98,3 +99,14 @@ class ZeroShotClassification:
         chosen = main_score_sets([es.record for es in sets])
         out[MEAN] = float(np.mean([out[safe_key(r.name)]["top1"] for r in chosen]))
         return out
+
+    def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
+        """Chance and the blind oracle of each set's top-1 and of ``mean_top1`` (see ``references``)."""
+        records = [es.record for es in ctx.of_type(ClassificationSet)]
+        per_set = {safe_key(r.name): classification_rows(r) for r in records}
+        rows: dict[str, dict[str, float]] = {}
+        for name, values in per_set.items():
+            for row, value in values.items():
+                rows.setdefault(row, {})[f"{name}.top1"] = value
+        add_mean(rows, per_set, [safe_key(r.name) for r in main_score_sets(records)], MEAN)
+        return rows

@@ -1,0 +1,110 @@
+"""Floors and ceilings of the downstream tasks, computed from the evaluation sets (never typed in).
+
+They become reference rows of the leaderboard (marked, never ranked), so a reader sees at a glance
+whether an objective is above the floor. Rows (``ROWS``):
+
+- ``chance``: the best constant guess, i.e. the frequency of the most common label (1/C on a
+  balanced set); for arithmetic, the hit rate of a uniformly random gallery image.
+- ``blind oracle``: an oracle that knows every attribute of the image except the one the task
+  asks (for shape: the shape-blind oracle): the Bayes accuracy of predicting the label from the
+  known attributes (majority label of each combination, on the set itself). A set says which
+  attributes such an oracle knows with ``tags["oracle_features"]``, a list of attribute lists
+  (the best of them counts: for a composition task, shape only and colour only), read from
+  ``tags["attributes"]`` (attribute name -> one value per image). Sets without them have no row.
+- ``raw pixels``: the linear probe itself on the raw pixels (for linear-probe columns only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+
+CHANCE, ORACLE, PIXELS = "chance", "blind oracle", "raw pixels"
+ROWS = (CHANCE, ORACLE, PIXELS)
+PIXEL_SIDE = 16  # raw-pixel probes see images average-pooled to at most 16 x 16 x 3
+
+
+def best_constant(labels: np.ndarray) -> float:
+    """Accuracy of always answering the most common label."""
+    labels = np.asarray(labels)
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else math.nan
+
+
+def oracle_accuracy(labels: np.ndarray, attributes: dict[str, np.ndarray], known: list[str]) -> float:
+    """Bayes accuracy of predicting ``labels`` from the ``known`` attributes (in-sample majority vote)."""
+    labels = np.asarray(labels)
+    groups: dict[tuple, Counter] = defaultdict(Counter)
+    keys = zip(*(np.asarray(attributes[a]) for a in known)) if known else ((),) * len(labels)
+    for key, label in zip(keys, labels):
+        groups[tuple(int(v) for v in key)][int(label)] += 1
+    return float(sum(c.most_common(1)[0][1] for c in groups.values()) / len(labels))
+
+
+def blind_oracle(record: Any) -> float | None:
+    """The best oracle of ``record.tags["oracle_features"]``, or None when the set declares none."""
+    subsets, attributes = record.tags.get("oracle_features"), record.tags.get("attributes")
+    if not subsets or not attributes:
+        return None
+    return max(oracle_accuracy(record.labels, attributes, list(known)) for known in subsets)
+
+
+def pixel_features(images: Any) -> np.ndarray:
+    """Raw pixels in [0, 1], average-pooled to at most ``PIXEL_SIDE`` per side, flattened."""
+    arr = np.stack([np.asarray(im.convert("RGB").resize((PIXEL_SIDE, PIXEL_SIDE))) for im in images]) \
+        if isinstance(images, list) else np.asarray(images)
+    n, h, w = arr.shape[:3]
+    fh, fw = max(1, h // PIXEL_SIDE), max(1, w // PIXEL_SIDE)
+    arr = arr[:, : h // fh * fh, : w // fw * fw].reshape(n, h // fh, fh, w // fw, fw, -1).mean(axis=(2, 4))
+    return (arr / 255.0).reshape(n, -1).astype(np.float32)
+
+
+def classification_rows(record: Any) -> dict[str, float]:
+    """{row: value} of the label-only rows (chance, blind oracle) of a classification set."""
+    rows = {CHANCE: best_constant(record.labels)}
+    oracle = blind_oracle(record)
+    if oracle is not None:
+        rows[ORACLE] = oracle
+    return rows
+
+
+def add_mean(rows: dict[str, dict[str, float]], per_set: dict[str, dict[str, float]], sets: list[str], key: str) -> None:
+    """``rows[row][key]`` = the mean of ``per_set[s][row]`` over ``sets``, for rows every set has."""
+    for row in ROWS:
+        values = [per_set[s][row] for s in sets if row in per_set.get(s, {})]
+        if values and len(values) == len(sets):
+            rows.setdefault(row, {})[key] = float(np.mean(values))
+
+
+def arithmetic_rows(record: Any) -> dict[str, dict[str, float]]:
+    """{row: {"hit1": .., "hit5": ..}} for an arithmetic set: a random gallery image, and an oracle
+    that knows the source's attributes except the one the query changes and picks at random among
+    the gallery images that share them (``tags["attributes"]`` per gallery image and
+    ``tags["changed"]``, the attribute each triplet changes)."""
+    n = len(record.images)
+    rows: dict[str, dict[str, float]] = {CHANCE: {}, ORACLE: {}}
+    attributes, changed = record.tags.get("attributes"), record.tags.get("changed")
+    for k in (1, 5):
+        chance, oracle = [], []
+        for i, t in enumerate(record.triplets):
+            targets = set(t.target_ids) - {t.source}
+            chance.append(_hit_at(len(targets), n - 1, k))
+            if attributes and changed:
+                kept = [a for a in attributes if a != changed[i]]
+                candidates = [j for j in range(n) if j != t.source
+                              and all(attributes[a][j] == attributes[a][t.source] for a in kept)]
+                oracle.append(_hit_at(len(targets & set(candidates)), len(candidates), k))
+        rows[CHANCE][f"hit{k}"] = float(np.mean(chance))
+        if oracle:
+            rows[ORACLE][f"hit{k}"] = float(np.mean(oracle))
+    return {row: values for row, values in rows.items() if values}
+
+
+def _hit_at(targets: int, candidates: int, k: int) -> float:
+    """P(at least one target among k distinct uniform picks from ``candidates`` items)."""
+    if candidates <= 0 or targets <= 0:
+        return 0.0
+    k = min(k, candidates)
+    return 1.0 - math.comb(candidates - targets, k) / math.comb(candidates, k)

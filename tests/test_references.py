@@ -1,0 +1,71 @@
+"""Reference rows (floors and ceilings) computed from the evaluation sets, against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import harness
+from harness.builtin.evaluations.references import (
+    CHANCE,
+    ORACLE,
+    PIXELS,
+    _hit_at,
+    arithmetic_rows,
+    best_constant,
+    blind_oracle,
+    oracle_accuracy,
+    pixel_features,
+)
+from harness.testing import synthetic_context
+from harness.types import ArithmeticSet, ArithmeticTriplet, ClassificationSet
+
+
+def test_chance_and_oracles_by_hand():
+    assert best_constant(np.array([0, 0, 1])) == pytest.approx(2 / 3)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    colour = np.array([5, 5, 5, 6, 6, 6])  # colour says a lot about the label, not all
+    # colour 5: labels 0, 0, 1 -> majority right 2 of 3; colour 6: labels 1, 2, 2 -> 2 of 3
+    assert oracle_accuracy(labels, {"colour": colour}, ["colour"]) == pytest.approx(4 / 6)
+    assert oracle_accuracy(labels, {"colour": colour}, []) == pytest.approx(2 / 6)  # knowing nothing: the constant
+    rec = ClassificationSet("shape", np.zeros((6, 4, 4, 3), np.uint8), labels, ["a", "b", "c"], ["{c}"],
+                            tags={"attributes": {"colour": colour, "size": np.array([0, 1, 0, 1, 0, 1])},
+                                  "oracle_features": [["colour"], ["size"]]})
+    # size 0: labels 0, 1, 2 -> 1 of 3; size 1: 0, 1, 2 -> 1 of 3: the best subset (colour) counts
+    assert blind_oracle(rec) == pytest.approx(4 / 6)
+    rec.tags.pop("oracle_features")
+    assert blind_oracle(rec) is None
+
+
+def test_hit_at_k_of_random_picks():
+    assert _hit_at(2, 10, 1) == pytest.approx(0.2)
+    assert _hit_at(2, 10, 5) == pytest.approx(1 - math.comb(8, 5) / math.comb(10, 5))
+    assert _hit_at(0, 10, 5) == 0.0 and _hit_at(3, 3, 5) == 1.0
+    gallery = np.zeros((6, 2, 2, 3), np.uint8)
+    shape, colour = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 2, 0, 1, 2])
+    t = [ArithmeticTriplet(0, "red", "blue", [2])]  # image 0 (shape 0, colour 0) -> colour 2: image 2
+    rec = ArithmeticSet("a", gallery, t, tags={"attributes": {"shape": shape, "colour": colour}, "changed": ["colour"]})
+    rows = arithmetic_rows(rec)
+    assert rows[CHANCE]["hit1"] == pytest.approx(1 / 5)  # one target among the 5 other images
+    assert rows[ORACLE]["hit1"] == pytest.approx(1 / 2)  # knows the shape: images 1 and 2 remain
+    assert rows[ORACLE]["hit5"] == 1.0
+
+
+def test_pixel_features_pool_to_at_most_16_per_side():
+    images = np.full((3, 32, 32, 3), 255, np.uint8)
+    feats = pixel_features(images)
+    assert feats.shape == (3, 16 * 16 * 3) and np.allclose(feats, 1.0)
+    assert pixel_features(np.zeros((2, 8, 8, 3), np.uint8)).shape == (2, 8 * 8 * 3)
+
+
+def test_evaluations_report_rows_for_their_own_columns():
+    ctx = synthetic_context()
+    zs = harness.create_evaluation("zeroshot_classification").reference_rows(ctx)
+    assert zs[CHANCE] == {"toy_classes.top1": pytest.approx(7 / 20), "mean_top1": pytest.approx(7 / 20)}
+    lp = harness.create_evaluation("linear_probe").reference_rows(ctx)
+    assert set(lp) == {CHANCE, PIXELS} and set(lp[PIXELS]) == {"toy_classes.accuracy"}
+    ar = harness.create_evaluation("arithmetic", lambdas=[1.0, 2.0]).reference_rows(ctx)
+    assert set(ar[CHANCE]) == {"toy_arithmetic.lambda_1.hit1", "toy_arithmetic.lambda_1.hit5",
+                               "toy_arithmetic.lambda_2.hit1", "toy_arithmetic.lambda_2.hit5"}
