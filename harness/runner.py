@@ -58,10 +58,20 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def create_plugin(kind: str, spec: PluginSpec) -> Any:
-    """Build the plugin a job's spec names, with the spec's (already resolved) params."""
+    """Build the plugin a job's spec names, its params validated again on the way in.
+
+    A job record may come from a file (``job.json`` of ``harness evaluate``), so its params are
+    never trusted: they go through the registry's checks (and an encoder's or dataset's
+    ``check_params``) exactly as a suite's do; a bad value raises ``ParamError`` (exit 2).
+    """
     from harness.registry import get_registry
 
-    return get_registry().get(kind, spec.name).create(**spec.params)
+    entry = get_registry().get(kind, spec.name)
+    params = entry.resolve(spec.params, where=f"{kind} {spec.name!r} params")
+    check = getattr(entry.factory, "check_params", None) if kind in ("encoder", "dataset") else None
+    if callable(check):
+        check(**params)
+    return entry.create(**params)
 
 
 def new_result(job: Job) -> dict[str, Any]:

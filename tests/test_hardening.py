@@ -303,3 +303,15 @@ def test_git_commit_reads_only_the_harness_checkout_and_runs_no_fsmonitor(tmp_pa
     own.mkdir()
     assert git_commit(own) is not None
     assert not marker.exists()
+
+
+def test_evaluate_validates_the_params_of_a_job_record_it_reads(toy, tmp_path, cli):
+    """A job.json is a data file: its params go through the same checks as a suite's."""
+    suite = parse_suite(fakes.toy_suite(save=["embeddings"]))
+    run_suite(suite, expand(suite), out=tmp_path / "runs")
+    (job_dir,) = [p for p in (tmp_path / "runs" / "toy").iterdir() if not p.name.startswith(".")]
+    record = json.loads((job_dir / "job.json").read_text())
+    record["dataset"]["params"]["n"] = "many"
+    (job_dir / "job.json").write_text(json.dumps(record))
+    code, _, err = cli("evaluate", str(tmp_path / "runs" / "toy"))
+    assert code == 2 and "dataset 'toy' params.n: Input should be a valid integer" in err

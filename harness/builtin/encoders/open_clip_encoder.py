@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, Sequence
 import torch
 from pydantic import Field
 
+from harness.builtin.datasets.files import LOCAL_PATH
 from harness.builtin.encoders.configs import ModelName
 from harness.builtin.encoders.preprocess import ImagePreprocessor
 from harness.errors import one_line
@@ -178,7 +179,7 @@ class OpenClipEncoder:
     def __init__(
         self,
         model: ModelName = "harness-tiny-vit",
-        pretrained: Annotated[str | None, Field(max_length=1024, description=(
+        pretrained: Annotated[str | None, Field(max_length=1024, pattern=LOCAL_PATH, description=(
             "None (random init), an open_clip pretrained tag (downloads) or a local checkpoint file "
             "(read with weights_only=True)"))] = None,
         embed_dim: Annotated[int | None, Field(ge=1, le=65536, description=(
