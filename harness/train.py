@@ -243,8 +243,10 @@ class PeakMemory:
         self.device = device
         self.reset = reset_peak_rss()
         self.start = _proc_status_bytes("VmRSS")
+        self.cuda_start = 0
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+            self.cuda_start = torch.cuda.memory_allocated(device)
 
     def read(self, workers: int = 1) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -260,7 +262,9 @@ class PeakMemory:
         if self.reset and self.start is not None:
             out["peak_rss_above_start_mb"] = round(max(0, peak - self.start) / 2**20, 1)
         if self.device.type == "cuda":
-            out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            out["cuda_peak_mb"] = round(peak / 2**20, 1)
+            out["cuda_peak_above_start_mb"] = round(max(0, peak - self.cuda_start) / 2**20, 1)
         if workers > 1:
             import torch.distributed as dist
 

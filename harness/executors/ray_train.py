@@ -122,6 +122,9 @@ def worker_loop(config: dict[str, Any]):
 
     from harness.runner import run_job
 
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)  # as in a job's own process: no INFO lines from libraries
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     if device.type == "cuda":
