@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from harness.precision import Precision
 
@@ -55,6 +55,9 @@ class TrainConfig(Strict):
     precision: Precision | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: Int = Field(default=256, ge=1, le=MAX_BATCH)
+    # GradCache (Gao et al. 2021): embed each (per-worker) batch in chunks of this many pairs; the
+    # loss still sees the whole batch. None, or >= the batch, is the plain one-pass step.
+    micro_batch: Int | None = Field(default=None, ge=1, le=MAX_BATCH)
 
     @field_validator("betas")
     @classmethod
@@ -69,11 +72,94 @@ class TrainConfig(Strict):
             raise ValueError("give either steps or epochs")
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give steps or epochs, not both")
+        if self.micro_batch is not None and self.micro_batch > self.batch_size:
+            raise ValueError(f"micro_batch ({self.micro_batch}) must be at most batch_size ({self.batch_size}): "
+                             f"it is the chunk each batch is embedded in")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_scale(self, handler):
+        """Leave ``micro_batch`` out while it is None, so the train records (and job ids) of suites
+        that do not use it are exactly what they were before it existed."""
+        data = handler(self)
+        if self.micro_batch is None:
+            data.pop("micro_batch", None)
+        return data
 
 
 class Resources(Strict):
-    """What one job asks of the machine (or of the Ray cluster)."""
+    """What one job asks of the machine (or of the Ray cluster).
+
+    ``workers_per_job: W > 1`` runs the job as W data-parallel Ray Train workers
+    (``harness.executors.ray_train``): ``cpus_per_job`` stays the job's total, split evenly over its
+    workers; each worker holds ``gpus_per_worker`` GPUs (default ``gpus_per_job / W``).
+    """
 
     gpus_per_job: Float = Field(default=0, ge=0, le=MAX_GPUS)
     cpus_per_job: Int = Field(default=1, ge=1, le=MAX_CPUS)
+    workers_per_job: Int = Field(default=1, ge=1, le=MAX_WORKERS)
+    gpus_per_worker: Float | None = Field(default=None, ge=0, le=MAX_GPUS)
+
+    @model_validator(mode="after")
+    def _gpus_agree(self) -> "Resources":
+        if self.gpus_per_worker is None:
+            return self
+        if self.workers_per_job == 1:
+            raise ValueError("gpus_per_worker applies to workers_per_job > 1; a one-process job uses gpus_per_job")
+        total = self.workers_per_job * self.gpus_per_worker
+        if self.gpus_per_job and abs(self.gpus_per_job - total) > 1e-9:
+            raise ValueError(f"gpus_per_worker {self.gpus_per_worker:g} x workers_per_job {self.workers_per_job} = "
+                             f"{total:g} GPU(s), but gpus_per_job is {self.gpus_per_job:g}; give only one of them")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_scale(self, handler):
+        """Leave the worker fields out while unused, so jobs that do not use them record what they did before."""
+        data = handler(self)
+        if self.workers_per_job == 1:
+            data.pop("workers_per_job", None)
+        if self.gpus_per_worker is None:
+            data.pop("gpus_per_worker", None)
+        return data
+
+
+def workers_of(resources: dict[str, Any] | None) -> int:
+    """A job's number of data-parallel workers (1: a single process, as without Ray Train)."""
+    return int((resources or {}).get("workers_per_job") or 1)
+
+
+def worker_gpus(resources: dict[str, Any] | None) -> float:
+    """The GPUs each worker of a job holds: ``gpus_per_worker``, else ``gpus_per_job`` split evenly."""
+    resources = resources or {}
+    given = resources.get("gpus_per_worker")
+    if given is not None:
+        return float(given)
+    return float(resources.get("gpus_per_job") or 0) / workers_of(resources)
+
+
+def worker_cpus(resources: dict[str, Any] | None) -> float:
+    """The CPUs each worker of a job holds: ``cpus_per_job`` split evenly over its workers."""
+    resources = resources or {}
+    return float(resources.get("cpus_per_job") or 1) / workers_of(resources)
+
+
+def check_scale(train: TrainConfig, resources: Resources, where: str = "train") -> None:
+    """A job's train config and resources fit together; one-line ``HarnessError`` otherwise.
+
+    With workers, each takes ``batch_size / W`` pairs of every batch, so W must divide the batch
+    size; and Ray Train must be installed (``ray[train]``). ``where`` names the train config
+    (``train`` or ``objectives[i].train``).
+    """
+    from harness.errors import HarnessError
+
+    w = resources.workers_per_job
+    if w == 1:
+        return
+    if train.batch_size % w:
+        raise HarnessError(
+            f"resources.workers_per_job: {w} workers cannot split {where}.batch_size {train.batch_size} evenly "
+            f"(each worker takes batch_size / workers_per_job pairs); use a divisor of the batch size"
+        )
+    from harness.executors.ray_train import require_ray_train
+
+    require_ray_train()

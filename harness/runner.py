@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from harness import interrupts
-from harness.config import TrainConfig
+from harness.config import TrainConfig, worker_cpus, workers_of
 from harness.embed import embed_sets, embed_texts, save_embeddings
 from harness.env import env_info
 from harness.errors import one_line
 from harness.job import Job, PluginSpec
 from harness.precision import resolve_precision
 from harness.store import write_json_atomic
-from harness.train import TrainState, train
+from harness.train import TrainState, train, world
 from harness.types import EvalContext, MetricInfo, Skip
 
 TRAIN_METRICS = {
@@ -108,19 +108,29 @@ def text_embedder(encoder, device: torch.device, batch: int, precision: str) -> 
     return embed
 
 
-def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None] | None = None) -> dict[str, Any]:
-    """Run one job into ``out_dir`` and return its result (also written as ``result.json``)."""
+def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None] | None = None,
+            device: torch.device | None = None) -> dict[str, Any]:
+    """Run one job into ``out_dir`` and return its result (also written as ``result.json``).
+
+    ``device`` overrides ``train.device`` (a Ray Train worker passes the one Ray gave it). Inside a
+    ``torch.distributed`` group (a job of ``resources.workers_per_job`` workers) every worker trains
+    and uses its share of ``cpus_per_job`` as threads; only rank 0 embeds and evaluates, and its
+    directory is the job's.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "job.json", job.to_dict())
-    threads = int(job.resources.get("cpus_per_job") or torch.get_num_threads())
+    if workers_of(job.resources) > 1:
+        threads = max(1, int(worker_cpus(job.resources)))
+    else:
+        threads = int(job.resources.get("cpus_per_job") or torch.get_num_threads())
     torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
     t0 = time.perf_counter()
     result = new_result(job)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            _run(job, out_dir, progress, result)
+            _run(job, out_dir, progress, result, device)
             result["status"] = "ok"
         except BaseException as exc:  # one job's failure never takes the suite down; a user's stop does
             if interrupts.is_user_stop(exc):
@@ -133,9 +143,9 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     return result
 
 
-def _run(job: Job, out_dir: Path, progress, result: dict[str, Any]) -> None:
+def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None = None) -> None:
     cfg = TrainConfig.model_validate(job.train)
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     result["env"] = env_info(device)
     seed_everything(job.seed)
     dataset = create_plugin("dataset", job.dataset)
@@ -152,6 +162,9 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any]) -> None:
     result["env"]["precision"] = stats.get("precision", "fp32")
     result["env"]["train_time_s"] = stats.get("train_time_s", 0.0)
     result["env"]["samples_per_s"] = stats.get("samples_per_s")
+    result["env"].update(stats.get("env", {}))
+    if world()[0] != 0:  # another worker of a multi-worker job: rank 0 evaluates and writes the job
+        return
 
     precision = resolve_precision(cfg.precision or getattr(encoder, "precision", None), device)
     t_eval = time.perf_counter()

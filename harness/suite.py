@@ -23,7 +23,7 @@ import pydantic
 import yaml
 from pydantic import Field, field_validator
 
-from harness.config import Resources, Seed, Strict, TrainConfig
+from harness.config import Resources, Seed, Strict, TrainConfig, check_scale
 from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
 from harness.tuning import TuneConfig
@@ -454,6 +454,7 @@ def _expand(suite: Suite, registry, check_build: bool) -> Grid:
             train = suite.train_for(i)
         except pydantic.ValidationError as exc:
             raise HarnessError(format_validation_error(exc, "", prefix=f"objectives[{i}].train")[2:]) from None
+        check_scale(train, suite.resources, f"objectives[{i}].train" if "batch_size" in ref.train else "train")
         objectives.append((i, spec, train))
     encoders = [_spec("encoder", r, f"encoders[{i}]", registry) for i, r in enumerate(suite.encoders)]
     datasets = [_spec("dataset", r, f"datasets[{i}]", registry) for i, r in enumerate(suite.datasets)]

@@ -10,10 +10,21 @@
 - A non-finite loss stops the job with ``NonFiniteLoss`` naming the step and the terms; a loss that
   returns something else than a dict of scalar terms stops it with ``BadLossOutput``. Messages and
   logs count steps from 1; the ``step`` extra is the 0-based index.
+
+Scale (``GradCacheStep``): with ``train.micro_batch: M`` below the batch, and/or inside a
+``torch.distributed`` group of W > 1 data-parallel workers (``resources.workers_per_job``), a step
+runs in two stages. (1) Embed the (per-worker) batch in chunks of M without graph, make the raw
+features leaves, and call the loss once on the whole batch (gathered across workers by the loss /
+``gather_batch``), with every declared extra; back-propagate it to the leaves (the loss's own
+parameters get their gradients here). (2) Re-embed each chunk with graph, the torch RNG state
+replayed as it was in stage (1), and back-propagate the cached leaf gradients through it. With one
+chunk the stage-(1) graph is kept and nothing is re-embedded. Without either option the step is
+the plain one, op for op.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -134,6 +145,274 @@ def step_inputs(encoder, batch, device, precision: str, extras: tuple[str, ...],
     return fx, fy, gather_batch(kwargs)
 
 
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process's ``torch.distributed`` group; ``(0, 1)`` outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def refuse_batch_norm(model: torch.nn.Module, why: str) -> None:
+    """``ValueError`` (one line) if ``model`` has a batch-norm layer in train mode.
+
+    Its statistics would be those of a chunk or of one worker's shard, not of the batch, so the
+    step would no longer compute the one-process, whole-batch gradient.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training:
+            raise ValueError(
+                f"{why} cannot train a tower with batch norm in train mode ({name or 'model'}: "
+                f"{type(module).__name__}): its statistics would be per chunk or per worker, not the batch's; "
+                f"freeze the batch norm (e.g. freeze: image) or train without it"
+            )
+
+
+class RandState:
+    """The torch RNG state (CPU, and the CUDA device's) at construction; ``restore()`` puts it back.
+
+    GradCache's ``RandContext``: a chunk re-embedded with graph then draws the very dropout masks
+    (and any other randomness) it drew when it was embedded without graph.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+class Towers(torch.nn.Module):
+    """The encoder's two towers (and the text tower on hard negatives) as one module's ``forward``.
+
+    ``forward(x, y, negatives=None)`` returns the raw (not normalised) float32 features of each
+    input, the last ``None`` without negatives. Its parameters are ``encoder.model``'s, so it can
+    be wrapped in ``DistributedDataParallel``, whose gradient averaging hooks need the forward to
+    run through the wrapper.
+    """
+
+    def __init__(self, encoder) -> None:
+        super().__init__()
+        self.model = encoder.model
+        self._encoder = [encoder]  # not a submodule: the encoder is no nn.Module
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, negatives: torch.Tensor | None = None):
+        encoder = self._encoder[0]
+        raw_x = encoder.encode_image(x).float()
+        raw_y = encoder.encode_pair(y).float()
+        raw_n = encoder.encode_pair(negatives).float() if negatives is not None else None
+        return raw_x, raw_y, raw_n
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (Linux ``clear_refs``); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """This process's peak memory from construction to ``read()``, for a result's ``env``.
+
+    CPU: the resident set's high-water mark (``VmHWM``), reset at construction where Linux allows
+    it, so it is this job's peak; otherwise it is the process's lifetime peak (``ru_maxrss``).
+    CUDA: the caching allocator's peak of allocated bytes on the device.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset = reset_peak_rss()
+        self.start = _proc_status_bytes("VmRSS")
+        self.cuda_start = 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.cuda_start = torch.cuda.memory_allocated(device)
+
+    def read(self, workers: int = 1) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        peak = _proc_status_bytes("VmHWM") if self.reset else None
+        if peak is None:
+            import resource
+            import sys
+
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = maxrss if sys.platform == "darwin" else maxrss * 1024
+        out["peak_rss_mb"] = round(peak / 2**20, 1)
+        out["peak_rss_scope"] = "train" if self.reset else "process"
+        if self.reset and self.start is not None:
+            out["peak_rss_above_start_mb"] = round(max(0, peak - self.start) / 2**20, 1)
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device)
+            out["cuda_peak_mb"] = round(peak / 2**20, 1)
+            out["cuda_peak_above_start_mb"] = round(max(0, peak - self.cuda_start) / 2**20, 1)
+        if workers > 1:
+            import torch.distributed as dist
+
+            every: list[Any] = [None] * workers
+            dist.all_gather_object(every, {k: out[k] for k in ("peak_rss_mb", "cuda_peak_mb") if k in out})
+            for key in ("peak_rss_mb", "cuda_peak_mb"):
+                if key in out:
+                    out[f"{key}_per_worker"] = [e[key] for e in every]
+        return out
+
+
+class GradCacheStep:
+    """One optimizer step's gradients in two stages (see the module docstring).
+
+    ``micro``: pairs per chunk (the whole per-worker batch for one chunk). In a group of W
+    workers every worker reads and preprocesses the whole batch (the same data and augmentation
+    draws as one process would) and embeds its rows ``rank * b : (rank + 1) * b``. The loss sees
+    the global batch (the built-in losses gather their inputs; ``gather_batch`` the batch-shaped
+    extras), with only this worker's shard in the graph, so its leaf gradients are this shard's
+    part of the whole-batch gradient. DDP then *averages* the workers' tower gradients: the
+    cached gradients are multiplied by W first, so the average is their sum, the one-process
+    gradient. The loss's own parameters already get the whole gradient on every worker (their
+    graph is the whole loss); their gradients are averaged too (equal values, so unchanged).
+    """
+
+    def __init__(self, encoder, loss_fn: torch.nn.Module, device: torch.device, precision: str,
+                 extras: tuple[str, ...], micro: int, scaler, loss_name: str) -> None:
+        self.encoder, self.loss_fn, self.device, self.precision = encoder, loss_fn, device, precision
+        self.extras, self.micro, self.scaler, self.loss_name = extras, micro, scaler, loss_name
+        self.rank, self.world = world()
+        self.towers = Towers(encoder)
+        self.forward = self.towers
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            import inspect
+
+            # no buffer sync at each forward: batch norm is refused and every rank's buffers are equal
+            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                     else {"broadcast_buffers": False})
+            self.forward = DistributedDataParallel(
+                self.towers, device_ids=[device.index] if device.type == "cuda" else None, **quiet)
+        self.loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
+
+    def inputs(self, data, n: int):
+        """This worker's rows of the batch as model input: ``(x, y, negative tokens or None, K)``."""
+        images, captions, negatives = data
+        b = n // self.world
+        rows = slice(self.rank * b, (self.rank + 1) * b)
+        with autocast(self.precision, self.device):
+            x = self.encoder.preprocess_images(images, train=True).to(self.device, non_blocking=True)
+            y = self.encoder.pair_inputs(images, captions, train=True).to(self.device, non_blocking=True)
+        if self.world > 1:
+            x, y = x[rows], y[rows]
+        tokens, k = None, 0
+        if "text_negatives" in self.extras:
+            mine = negatives[rows]
+            k = len(mine[0]) if mine else 0
+            if not mine or k == 0 or any(len(row) != k for row in mine):
+                raise ValueError("the dataset's hard negatives must be N lists of the same number K >= 1 of captions")
+            tokens = self.encoder.tokenize([c for row in mine for c in row]).to(self.device, non_blocking=True)
+        return x, y, tokens, k
+
+    def run(self, data, n: int, step: int, steps: int, opt: torch.optim.Optimizer) -> tuple[dict, torch.Tensor]:
+        """Leave this step's gradients in ``.grad`` (scaled by the GradScaler, if any); return
+        ``(terms, total)``. Raises ``NonFiniteLoss`` before any backward when the loss is not finite."""
+        x, y, tokens, k = self.inputs(data, n)
+        rows = x.shape[0]
+        bounds = [(s, min(s + self.micro, rows)) for s in range(0, rows, self.micro)]
+        chunks = [(x[s:e], y[s:e], tokens[s * k : e * k] if tokens is not None else None) for s, e in bounds]
+        states: list[RandState] = []
+        if len(chunks) == 1:  # keep the graph: nothing is embedded twice
+            with autocast(self.precision, self.device):
+                kept = self.forward(*chunks[0])
+            outs = [o.detach() if o is not None else None for o in kept]
+        else:
+            kept, outs = None, []
+            with torch.no_grad():
+                parts = []
+                for chunk in chunks:
+                    states.append(RandState(self.device))
+                    with autocast(self.precision, self.device):
+                        parts.append(self.towers(*chunk))
+            outs = [torch.cat([p[i] for p in parts]) if parts[0][i] is not None else None for i in range(3)]
+            del parts
+        leaves = [o.requires_grad_() if o is not None else None for o in outs]
+        raw_x, raw_y, raw_n = leaves
+        fx, fy = F.normalize(raw_x, dim=-1), F.normalize(raw_y, dim=-1)
+        neg = F.normalize(raw_n, dim=-1).view(rows, k, -1) if raw_n is not None else None
+        available = {"step": step, "total_steps": steps, "image_raw": raw_x, "text_raw": raw_y, "text_negatives": neg}
+        from harness.builtin.losses.distributed import gather_batch
+
+        from harness.builtin.losses.distributed import gather_count
+
+        kwargs = gather_batch({name: available[name] for name in self.extras})
+        gathered = gather_count()
+        terms = check_terms(self.loss_fn(fx, fy, **kwargs), self.loss_name)
+        if self.world > 1 and gather_count() == gathered:
+            raise ValueError(
+                f"loss {self.loss_name!r} does not gather its inputs across workers (harness.gather_features): "
+                f"with {self.world} workers it would see {rows} pairs of each batch of {n}; gather them, or set "
+                f"resources.workers_per_job: 1")
+        total = sum(terms.values())
+        check_finite(total, terms, step, steps)
+        opt.zero_grad(set_to_none=True)
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
+        grads = [leaf.grad if leaf is not None else None for leaf in leaves]
+        if self.world > 1:
+            for g in grads:
+                if g is not None:
+                    g.mul_(self.world)
+            self._average_loss_grads()
+        for i, (s, e) in enumerate(bounds):
+            if kept is None:
+                last = i == len(bounds) - 1
+                sync = contextlib.nullcontext() if last or self.world == 1 else self.forward.no_sync()
+                with sync:
+                    states[i].restore()
+                    with autocast(self.precision, self.device):
+                        out = self.forward(*chunks[i])
+                    self._backward(out, grads, s, e, k)
+            else:
+                self._backward(kept, grads, s, e, k)
+        return terms, total
+
+    @staticmethod
+    def _backward(out, grads, s: int, e: int, k: int) -> None:
+        pairs = [(o, g[s * k : e * k] if i == 2 else g[s:e]) for i, (o, g) in enumerate(zip(out, grads))
+                 if o is not None and g is not None]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+
+    def _average_loss_grads(self) -> None:
+        import torch.distributed as dist
+
+        for p in self.loss_params:
+            if p.grad is None:
+                continue
+            dist.all_reduce(p.grad)
+            p.grad.div_(self.world)
+
+
+def check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int, steps: int) -> None:
+    if not torch.isfinite(total):
+        shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        raise NonFiniteLoss(f"loss is {float(total.detach())} at step {step + 1} of {steps} ({shown})")
+
+
 def check_terms(terms: Any, loss_name: str) -> dict[str, torch.Tensor]:
     """The loss's output if it is a non-empty dict of named scalar tensors, else ``BadLossOutput``."""
     wanted = f"loss {loss_name!r} must return a dict of named scalar terms"
@@ -185,9 +464,21 @@ def train(
     scale = getattr(loss_fn, "logit_scale", None)
     clamp_scale = isinstance(scale, torch.nn.Parameter) and scale.requires_grad
 
+    rank, workers = world()
+    if batch % workers:
+        raise ValueError(f"a batch of {batch} pairs (train.batch_size, or the dataset's {n} pairs if fewer) cannot be "
+                         f"split evenly over {workers} workers")
+    per_worker = batch // workers
+    micro = cfg.micro_batch if cfg.micro_batch is not None and cfg.micro_batch < per_worker else None
+    stats["env"] = {"workers_per_job": workers, "micro_batch": micro}
+    memory = PeakMemory(device)
     log_file = open(log_path, "a") if log_path else None
     model.train()
     loss_fn.train()
+    cached = None
+    if micro is not None or workers > 1:
+        refuse_batch_norm(model, f"train.micro_batch {micro}" if micro is not None else f"{workers} workers")
+        cached = GradCacheStep(encoder, loss_fn, device, precision, extras, micro or per_worker, scaler, loss_name)
     t0 = time.perf_counter()
     window_t, window_n, recent = t0, 0, []
     try:
@@ -200,18 +491,23 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
             data = fetch_batch(pairs, idx, rng, negatives="text_negatives" in extras)
-            fx, fy, kwargs = step_inputs(encoder, data, device, precision, extras, step, steps)
-            terms = check_terms(loss_fn(fx, fy, **kwargs), loss_name)
-            total = sum(terms.values())
-            if not torch.isfinite(total):
-                shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                raise NonFiniteLoss(f"loss is {float(total.detach())} at step {step + 1} of {steps} ({shown})")
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                scaler.unscale_(opt)
+            if cached is not None:
+                terms, total = cached.run(data, len(idx), step, steps, opt)
+                if scaler is not None:
+                    scaler.unscale_(opt)
             else:
-                total.backward()
+                fx, fy, kwargs = step_inputs(encoder, data, device, precision, extras, step, steps)
+                terms = check_terms(loss_fn(fx, fy, **kwargs), loss_name)
+                total = sum(terms.values())
+                if not torch.isfinite(total):
+                    shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                    raise NonFiniteLoss(f"loss is {float(total.detach())} at step {step + 1} of {steps} ({shown})")
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(total).backward()
+                    scaler.unscale_(opt)
+                else:
+                    total.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
             if scaler is not None:
@@ -250,6 +546,7 @@ def train(
         if log_file:
             log_file.close()
     elapsed = time.perf_counter() - t0
+    stats["env"].update(memory.read(workers))
     stats.update(loss_temperature(loss_fn))
     stats["train_time_s"] = elapsed
     stats["samples_per_s"] = steps * batch / max(elapsed, 1e-9)

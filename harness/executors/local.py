@@ -7,6 +7,7 @@ import sys
 
 from tqdm.auto import tqdm
 
+from harness.config import workers_of
 from harness.errors import printable
 from harness.executors import Summary, acquire, describe, record
 from harness.job import Job
@@ -15,8 +16,11 @@ from harness.store import Store
 
 
 def run_local(store: Store, jobs: list[Job], summary: Summary) -> None:
+    """Jobs one after another here; a job with ``resources.workers_per_job`` > 1 runs its Ray Train
+    workers on a loopback-only local Ray, started for the first such job (``ray_train.LocalWorkers``)."""
     quiet = not sys.stderr.isatty()
     suite_bar = tqdm(total=len(jobs), desc="suite", unit="job", position=0, disable=quiet)
+    workers = None
     try:
         for n, job in enumerate(jobs, 1):
             if not acquire(store, job, summary):
@@ -33,7 +37,13 @@ def run_local(store: Store, jobs: list[Job], summary: Summary) -> None:
                     bar.set_postfix(loss=f"{state.loss:.3f}", sps=f"{state.samples_per_s:.0f}", refresh=False)
 
                 try:
-                    result = run_job(job, tmp, progress=progress)
+                    if workers_of(job.resources) > 1:
+                        from harness.executors.ray_train import LocalWorkers
+
+                        workers = workers or LocalWorkers(jobs)
+                        result = workers.run(job, tmp)
+                    else:
+                        result = run_job(job, tmp, progress=progress)
                 finally:
                     job_bar.close()
                 store.commit(job.id, tmp)
@@ -47,3 +57,5 @@ def run_local(store: Store, jobs: list[Job], summary: Summary) -> None:
                 suite_bar.update(1)
     finally:
         suite_bar.close()
+        if workers is not None:
+            workers.close()

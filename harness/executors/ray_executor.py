@@ -26,6 +26,10 @@ Signals: SIGTERM raises ``SystemExit(143)`` and Ctrl-C ``KeyboardInterrupt`` as 
 executor; either cancels the remaining tasks, releases the locks, shuts the cluster down and
 re-raises.
 
+A job with ``resources.workers_per_job`` > 1 is one task of ``num_cpus=0`` that drives the job's Ray
+Train workers (``harness.executors.ray_train``); each worker holds its share of the job's resources,
+and the resource check asks that each worker fits on a node.
+
 ``import ray`` happens only here, when ``--executor ray`` is asked for (the ``ray`` extra).
 """
 
@@ -44,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from harness import interrupts
+from harness.config import workers_of
 from harness.errors import HarnessError, one_line, printable
 from harness.executors import Summary, acquire, describe, record
 from harness.job import Job
@@ -86,6 +91,13 @@ def check_resources(resources: dict[str, Any], nodes: list[dict[str, float]], wh
     ``nodes`` are the alive nodes' resource dicts (Ray's ``{"CPU": .., "GPU": ..}``). A job is one
     task, so it must fit on a single node; a request no node can satisfy would wait forever.
     """
+    from harness.config import workers_of
+
+    if workers_of(resources) > 1:  # a job of several workers: each must fit on a node, not the whole job
+        from harness.executors.ray_train import check_worker_resources
+
+        check_worker_resources(resources, nodes, where)
+        return
     gpus = float(resources.get("gpus_per_job") or 0)
     cpus = float(resources.get("cpus_per_job") or 1)
     total_gpus = sum(n.get("GPU", 0.0) for n in nodes)
@@ -153,8 +165,12 @@ def _local_cluster_mode(ray) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def start_local_cluster(ray, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Start a NEW single-node cluster in this process, every port bound to loopback only."""
+def start_local_cluster(ray, num_cpus: int | None = None, num_gpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Start a NEW single-node cluster in this process, every port bound to loopback only.
+
+    ``log_to_driver=False`` keeps the cluster's processes' output off this terminal (the local
+    executor's cluster for multi-worker jobs: their records land in the store).
+    """
     import logging
 
     have = local_resources()
@@ -166,6 +182,7 @@ def start_local_cluster(ray, num_cpus: int | None = None, num_gpus: int | None =
             include_dashboard=False,
             _node_ip_address=LOOPBACK,
             logging_level=logging.WARNING,
+            log_to_driver=log_to_driver,
         )
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:  # a Ray whose internals moved: refuse to run exposed
@@ -335,11 +352,20 @@ def _submit_and_collect(ray, store: Store, jobs: list[Job], summary: Summary, ad
     if plugins is not None and address:  # a joined cluster's workers do not inherit our environment
         options["runtime_env"] = {"env_vars": {"HARNESS_LOAD_PLUGINS": plugins}}
     task = ray.remote(run_job_task)
+    workers_task = None
     for job in jobs:
         if not acquire(store, job, summary):
             continue
         claimed.add(job.id)
-        pending[task.options(name=f"harness-{job.id}", **options).remote(job.to_dict())] = job
+        if workers_of(job.resources) > 1:  # a Ray Train job: its driving task holds nothing, its workers do
+            from harness.executors.ray_train import require_ray_train, run_workers_task
+
+            require_ray_train()
+            workers_task = workers_task or ray.remote(run_workers_task)
+            ref = workers_task.options(name=f"harness-{job.id}", **{**options, "num_cpus": 0, "num_gpus": 0}).remote(job.to_dict())
+        else:
+            ref = task.options(name=f"harness-{job.id}", **options).remote(job.to_dict())
+        pending[ref] = job
 
     total, n = len(pending), 0
     while pending:

@@ -17,9 +17,19 @@ def gather_features(image_features: Tensor, text_features: Tensor) -> tuple[Tens
     loss over the global batch; averaging parameter gradients across ranks (DDP) completes it.
     Every rank must pass the same batch size.
     """
+    global _gathers
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return image_features, text_features
+    _gathers += 1
     return _gather_one(image_features), _gather_one(text_features)
+
+
+_gathers = 0  # calls of gather_features that gathered, so the trainer can tell a loss that never does
+
+
+def gather_count() -> int:
+    """How many times ``gather_features`` gathered across ranks in this process."""
+    return _gathers
 
 
 def gather_batch(extras: dict[str, object]) -> dict[str, object]:
