@@ -13,12 +13,20 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from harness.builtin.datasets.shapes.attributes import COLOURS, SHAPES
-from harness.builtin.datasets.shapes.grammar import captions, distinct_captions
+from harness.builtin.datasets.shapes.grammar import (
+    CAPTION_STYLES,
+    caption_draws,
+    caption_of,
+    captions,
+    distinct_captions,
+    scene_objects,
+)
+from harness.builtin.datasets.shapes.negatives import negative_captions
 from harness.builtin.datasets.shapes.render import render
 from harness.builtin.datasets.shapes.world import Scenes, World, check_world, make_world, sample_scenes
 from harness.registry import bind_params
@@ -34,25 +42,108 @@ CACHE_FORMAT = 1  # bump when rendering changes, so stale cache files are not re
 
 
 class ShapesPairs:
-    """The training split: scene rows rendered on demand (or read from the cache file)."""
+    """The training split: scene rows rendered on demand (or read from the cache file).
 
-    def __init__(self, scenes: Scenes, image_size: int, images: np.ndarray | None = None):
+    ``caption_style``: ``"paraphrase"`` or ``"canonical"`` (``grammar.captions``).
+    ``shape_groups`` g >= 2 builds each batch of N from ceil(N / g) of the given rows, each
+    repeated g times with one object's shape changed to g - 1 other shapes (a (shape, colour)
+    combination the split holds): within a group only that shape differs, so shape is the only
+    cue that tells the group's pairs apart (in-batch hard negatives). g = 1 (default): the rows as
+    given. ``negatives_per_pair`` K: how many hard-negative captions ``get_batch_with_negatives``
+    writes per pair (``negatives.py``).
+    """
+
+    def __init__(self, scenes: Scenes, image_size: int, images: np.ndarray | None = None, world: World | None = None,
+                 caption_style: str = "paraphrase", shape_groups: int = 1, negatives_per_pair: int = 4):
         self.scenes = scenes
         self.image_size = image_size
         self.images = images
+        self.world = world
+        self.caption_style = caption_style
+        self.shape_groups = shape_groups
+        self.negatives_per_pair = negatives_per_pair
 
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def get_batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    def _rows(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[Scenes, np.ndarray | None]:
+        """The batch's scenes, and its images when they come from the cache."""
         indices = np.asarray(indices, dtype=np.int64)
+        if self.shape_groups > 1:
+            return shape_groups(self.scenes.take(indices), self.shape_groups, self._world(), rng), None
         rows = self.scenes.take(indices)
-        images = np.asarray(self.images[indices]) if self.images is not None else render(rows, self.image_size)
-        return images, captions(rows, rng)
+        return rows, (np.asarray(self.images[indices]) if self.images is not None else None)
+
+    def _world(self) -> World:
+        if self.world is None:
+            raise ValueError("shape_groups and negatives need the world: build ShapesPairs with world=")
+        return self.world
+
+    def get_batch(self, indices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+        rows, images = self._rows(indices, rng)
+        images = render(rows, self.image_size) if images is None else images
+        return images, captions(rows, rng, style=self.caption_style)
+
+    def get_batch_with_negatives(self, indices: np.ndarray, rng: np.random.Generator
+                                 ) -> tuple[np.ndarray, list[str], list[list[str]]]:
+        """``get_batch`` plus K hard-negative captions per pair (the same scene, one attribute
+        changed or two objects' attributes exchanged, written with the positive's draws).
+
+        Draws from ``rng`` first exactly what ``get_batch`` draws, then the edits.
+        """
+        world = self._world()
+        rows, images = self._rows(indices, rng)
+        images = render(rows, self.image_size) if images is None else images
+        draws = caption_draws(rng, len(rows))
+        k = self.negatives_per_pair
+        edit_draws = rng.integers(0, 2**31, size=(len(rows), 2 * k))
+        texts, negatives = [], []
+        for i in range(len(rows)):
+            objects, background = scene_objects(rows, i), int(rows.background[i])
+            texts.append(caption_of(objects, background, draws[i], self.caption_style))
+            negatives.append(negative_captions(objects, background, draws[i], world, k, edit_draws[i],
+                                               self.caption_style))
+        return images, texts, negatives
+
+
+def shape_groups(rows: Scenes, g: int, world: World, rng: np.random.Generator) -> Scenes:
+    """Groups of ``g`` scenes that differ only in one object's shape, ``len(rows)`` scenes in all.
+
+    The first ceil(N / g) rows are the groups' first members; each is repeated g times, and in
+    members 2..g one object (drawn uniformly) takes other shapes, drawn without replacement among
+    the shapes whose (shape, colour) is in ``world.seen`` (cycling when fewer than g - 1 exist).
+    """
+    n = len(rows)
+    m = -(-n // g)
+    anchors = rows.take(np.arange(m))
+    u = rng.random((m, 1 + world.num_shapes))
+    slot = np.minimum((u[:, 0] * anchors.n_objects).astype(np.int64), anchors.n_objects - 1)
+    seen = np.zeros((world.num_shapes, world.num_colours), dtype=bool)
+    for s_, c_ in world.seen:
+        seen[s_, c_] = True
+    out = anchors.take(np.repeat(np.arange(m), g)[:n])
+    for j in range(m):
+        k = int(slot[j])
+        own, colour = int(anchors.shape[j, k]), int(anchors.colour[j, k])
+        others = [int(s_) for s_ in np.argsort(u[j, 1:], kind="stable") if s_ != own and seen[s_, colour]]
+        for r in range(1, g):
+            i = j * g + r
+            if i < n and others:
+                out.shape[i, k] = others[(r - 1) % len(others)]
+    return out
 
 
 class ShapesDataset:
-    """Synthetic shapes world (offline, seeded): shape/colour/size/position captions with paraphrases."""
+    """Synthetic shapes world (offline, seeded): shape/colour/size/position captions with paraphrases.
+
+    ``captions``: ``"paraphrase"`` (default: templates, synonyms, sometimes the background) or
+    ``"canonical"`` (one caption per scene, "small red circle left and large blue square right").
+    ``shape_groups``: 1 (default) for batches of the sampled rows; g >= 2 for batches of groups of
+    g scenes that differ only in one object's shape (``ShapesPairs``). ``negatives_per_pair``: K
+    hard-negative captions per pair for losses that ask for ``text_negatives``.
+    """
+
+    supplies = ("text_negatives",)  # loss extras this dataset can feed (``get_batch_with_negatives``)
 
     def __init__(
         self,
@@ -66,10 +157,17 @@ class ShapesDataset:
         heldout_combos: float = 0.125,
         captions_per_image: int = 5,
         cache_dir: str | None = None,
+        captions: Literal["paraphrase", "canonical"] = "paraphrase",
+        shape_groups: int = 1,
+        negatives_per_pair: int = 4,
     ):
         self.check_params(image_size=image_size, train_size=train_size, eval_size=eval_size, num_shapes=num_shapes,
                           num_colours=num_colours, two_object_prob=two_object_prob,
-                          heldout_combos=heldout_combos, captions_per_image=captions_per_image)
+                          heldout_combos=heldout_combos, captions_per_image=captions_per_image, captions=captions,
+                          shape_groups=shape_groups, negatives_per_pair=negatives_per_pair)
+        self.caption_style = captions
+        self.shape_groups = shape_groups
+        self.negatives_per_pair = negatives_per_pair
         self.seed = seed
         self.image_size = image_size
         self.train_size = train_size
@@ -97,6 +195,12 @@ class ShapesDataset:
             raise ValueError(f"two_object_prob must be in [0, 1], got {two_object_prob}")
         if captions_per_image < 1:
             raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
+        if p["captions"] not in CAPTION_STYLES:
+            raise ValueError(f"captions must be one of {', '.join(CAPTION_STYLES)}, got {p['captions']!r}")
+        if not 1 <= p["shape_groups"] <= p["num_shapes"]:
+            raise ValueError(f"shape_groups must be in [1, num_shapes={p['num_shapes']}], got {p['shape_groups']}")
+        if not 1 <= p["negatives_per_pair"] <= 64:
+            raise ValueError(f"negatives_per_pair must be in [1, 64], got {p['negatives_per_pair']}")
         check_world(p["num_shapes"], p["num_colours"], p["heldout_combos"])
 
     def _rng(self, stream: int) -> np.random.Generator:
@@ -109,8 +213,9 @@ class ShapesDataset:
     def train_pairs(self) -> ShapesPairs:
         if self._pairs is None:
             scenes = self._scenes(TRAIN, self.train_size, self.world.seen, self.two_object_prob)
-            images = self._cached_images(scenes) if self.cache_dir else None
-            self._pairs = ShapesPairs(scenes, self.image_size, images)
+            images = self._cached_images(scenes) if self.cache_dir and self.shape_groups == 1 else None
+            self._pairs = ShapesPairs(scenes, self.image_size, images, self.world, self.caption_style,
+                                      self.shape_groups, self.negatives_per_pair)
         return self._pairs
 
     def cache_path(self) -> Path | None:
@@ -180,7 +285,7 @@ class ShapesDataset:
 
     def _retrieval(self) -> RetrievalSet:
         scenes = self._scenes(RETRIEVAL, self.eval_size, self.world.seen, self.two_object_prob)
-        texts = distinct_captions(scenes, self._rng(RETRIEVAL_TEXT), self.captions_per_image)
+        texts = distinct_captions(scenes, self._rng(RETRIEVAL_TEXT), self.captions_per_image, style=self.caption_style)
         return RetrievalSet("retrieval", render(scenes, self.image_size), texts)
 
     def _arithmetic(self) -> ArithmeticSet:

@@ -1,16 +1,21 @@
-"""Captions of the shapes world: a small grammar with paraphrases and synonyms, and its parser.
+"""Captions of the shapes world: two styles, and the parser that inverts them.
 
-A caption names every object's size, colour, shape and position, and 40% of captions name the
-background. It is drawn from sentence templates (word orders) and synonym lists, e.g. for one
-scene::
+``paraphrase`` (the default world): a small grammar with paraphrases and synonyms. A caption
+names every object's size, colour, shape and position, and 40% of captions name the background.
+It is drawn from sentence templates (word orders) and synonym lists, e.g. for one scene::
 
     a small red circle on the left
     left: tiny crimson disc
     there is a little scarlet dot to the left, on a dark background
 
-Two-object captions join two object phrases with "and" or ";" (in either order). Because the
-attribute vocabularies are disjoint (``attributes.WORDS``), ``parse_caption`` inverts the
-grammar: split at "and"/";", map each word to its attribute, ignore the rest.
+Two-object captions join two object phrases with "and" or ";" (in either order).
+
+``canonical``: the one caption of a scene in canonical words, "SIZE COLOUR SHAPE POSITION" per
+object, objects in position order joined by "and" ("small red circle left and large blue square
+right"); at most 15 BPE tokens with start and end, so a 16-token context never cuts one.
+
+Because the attribute vocabularies are disjoint (``attributes.WORDS``), ``parse_caption`` inverts
+both: split at "and"/";", map each word to its attribute, ignore the rest.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ BACKGROUND_TEMPLATES: tuple[str, ...] = (
     "{x}; {b} background",
 )
 # Two-object captions leave out the nested "there is" / "an image of" (it reads badly) and the
-# two-comma form, so that every caption fits open_clip's 32-token context (with start/end tokens).
+# two-comma form, so that every caption fits a 32-token context (with start/end tokens). The
+# ``harness-tiny-vit`` text context is 16 tokens: it cuts about a quarter of paraphrase captions
+# (most two-object ones); the canonical style fits 16.
 PAIRABLE_TEMPLATES: tuple[str, ...] = tuple(
     t for t in OBJECT_TEMPLATES if not t.startswith(("there is", "an image of")) and t.count(",") < 2
 )
@@ -96,48 +103,108 @@ def _object_phrase(pick: _Picker, templates: tuple[str, ...], shape: int, colour
     return template.format(**words), template
 
 
-def describe(scenes: Scenes, i: int, pick: _Picker) -> tuple[str, tuple[str, ...]]:
-    """One caption of scene ``i`` and the templates it used."""
-    if scenes.n_objects[i] == 1:
-        text, t = _object_phrase(pick, OBJECT_TEMPLATES, scenes.shape[i, 0], scenes.colour[i, 0],
-                                 scenes.size[i, 0], scenes.position[i, 0])
+# One object of a scene: (shape, colour, size, position) indices into the vocabulary.
+Obj = tuple[int, int, int, int]
+
+CAPTION_STYLES = ("paraphrase", "canonical")
+
+
+def scene_objects(scenes: Scenes, i: int) -> list[Obj]:
+    """Scene ``i``'s objects in slot order."""
+    return [
+        (int(scenes.shape[i, k]), int(scenes.colour[i, k]), int(scenes.size[i, k]), int(scenes.position[i, k]))
+        for k in range(int(scenes.n_objects[i]))
+    ]
+
+
+def describe_objects(objects: list[Obj], background: int, pick: _Picker) -> tuple[str, tuple[str, ...]]:
+    """A paraphrase caption of ``objects`` (slot order) on ``background``, and the templates it used.
+
+    The choices come from ``pick`` in a fixed order, so the same draws on an edited scene give the
+    same templates, object order and synonym slots: a minimal edit (``negatives.py``).
+    """
+    if len(objects) == 1:
+        text, t = _object_phrase(pick, OBJECT_TEMPLATES, *objects[0])
         used = (t,)
     else:
         order = (0, 1) if pick.choice((0, 1)) == 0 else (1, 0)
-        parts = [
-            _object_phrase(pick, PAIRABLE_TEMPLATES, scenes.shape[i, k], scenes.colour[i, k], scenes.size[i, k],
-                           scenes.position[i, k])
-            for k in order
-        ]
+        parts = [_object_phrase(pick, PAIRABLE_TEMPLATES, *objects[k]) for k in order]
         pair = pick.choice(PAIR_TEMPLATES)
         text = pair.replace("{1}", parts[0][0]).replace("{2}", parts[1][0])
         used = (pair, parts[0][1], parts[1][1])
     if pick.choice(_MENTION_BACKGROUND):
         template = pick.choice(BACKGROUND_TEMPLATES)
-        b = pick.choice(BACKGROUNDS[scenes.background[i]].words)
+        b = pick.choice(BACKGROUNDS[background].words)
         text = template.format(x=text, a=article(b), b=b)
         used += (template,)
     return text, used
 
 
-def captions(scenes: Scenes, rng: np.random.Generator, with_templates: bool = False) -> list:
+def describe(scenes: Scenes, i: int, pick: _Picker) -> tuple[str, tuple[str, ...]]:
+    """One caption of scene ``i`` and the templates it used."""
+    return describe_objects(scene_objects(scenes, i), int(scenes.background[i]), pick)
+
+
+def canonical_order(objects: list[Obj]) -> tuple[int, ...]:
+    """Slots in caption order for the canonical style: by position (left, right, top, bottom, centre)."""
+    return tuple(sorted(range(len(objects)), key=lambda k: (objects[k][3], k)))
+
+
+def canonical_caption(objects: list[Obj], order: tuple[int, ...] | None = None) -> str:
+    """``"SIZE COLOUR SHAPE POSITION"`` per object in canonical words, joined by ``" and "``.
+
+    E.g. ``"small red circle left and large blue square right"``. ``order`` (slots) defaults to
+    ``canonical_order(objects)``; negatives pass the positive's order so an edit stays in place.
+    """
+    order = canonical_order(objects) if order is None else order
+    return " and ".join(
+        f"{SIZES[z].name} {COLOURS[c].name} {SHAPES[h].name} {POSITIONS[p].name}"
+        for h, c, z, p in (objects[k] for k in order)
+    )
+
+
+def caption_draws(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The random integers ``captions`` draws for ``n`` scenes (one numpy call)."""
+    return rng.integers(0, 2**31, size=(n, _RANDOM_PER_CAPTION))
+
+
+def caption_of(objects: list[Obj], background: int, draws: np.ndarray, style: str,
+               order: tuple[int, ...] | None = None) -> str:
+    """The caption of one scene given its row of draws (``caption_draws``) and the style."""
+    if style == "canonical":
+        return canonical_caption(objects, order)
+    return describe_objects(objects, background, _Picker(draws))[0]
+
+
+def captions(scenes: Scenes, rng: np.random.Generator, with_templates: bool = False,
+             style: str = "paraphrase") -> list:
     """One caption per scene, drawn with ``rng`` (deterministic given its state).
 
-    With ``with_templates`` each item is ``(caption, templates_used)`` (for coverage counts).
+    ``style``: ``"paraphrase"`` (templates and synonyms, the default world) or ``"canonical"`` (the
+    one fixed caption of a scene, ``canonical_caption``). Both consume the same draws from ``rng``,
+    so the style changes no other random choice of a run. With ``with_templates`` each item is
+    ``(caption, templates_used)`` (for coverage counts).
     """
-    draws = rng.integers(0, 2**31, size=(len(scenes), _RANDOM_PER_CAPTION))
-    out = [describe(scenes, i, _Picker(draws[i])) for i in range(len(scenes))]
+    if style not in CAPTION_STYLES:
+        raise ValueError(f"caption style must be one of {', '.join(CAPTION_STYLES)}, got {style!r}")
+    draws = caption_draws(rng, len(scenes))
+    if style == "canonical":
+        out = [(canonical_caption(scene_objects(scenes, i)), ("canonical",)) for i in range(len(scenes))]
+    else:
+        out = [describe(scenes, i, _Picker(draws[i])) for i in range(len(scenes))]
     return out if with_templates else [text for text, _ in out]
 
 
-def distinct_captions(scenes: Scenes, rng: np.random.Generator, k: int, max_tries: int = 20) -> list[list[str]]:
-    """``k`` different captions per scene (for retrieval); fewer only if the grammar runs out."""
+def distinct_captions(scenes: Scenes, rng: np.random.Generator, k: int, max_tries: int = 20,
+                      style: str = "paraphrase") -> list[list[str]]:
+    """``k`` different captions per scene (for retrieval); fewer only if the grammar runs out
+    (the canonical style has one caption per scene)."""
     result: list[list[str]] = [[] for _ in range(len(scenes))]
     for _ in range(max_tries):
         todo = np.array([i for i, caps in enumerate(result) if len(caps) < k], dtype=np.int64)
         if len(todo) == 0:
             break
-        for i, text in zip(todo, captions(scenes.take(todo), rng)):
+        for i, text in zip(todo, captions(scenes.take(todo), rng, style=style)):
             if text not in result[i]:
                 result[i].append(text)
     return result
