@@ -69,3 +69,25 @@ def test_evaluations_report_rows_for_their_own_columns():
     ar = harness.create_evaluation("arithmetic", lambdas=[1.0, 2.0]).reference_rows(ctx)
     assert set(ar[CHANCE]) == {"toy_arithmetic.lambda_1.hit1", "toy_arithmetic.lambda_1.hit5",
                                "toy_arithmetic.lambda_2.hit1", "toy_arithmetic.lambda_2.hit5"}
+
+
+def test_multiple_choice_sets_classify_among_each_images_candidates():
+    """A composition probe: each image chooses between its two bindings; a colour-only oracle is at chance."""
+    import torch
+
+    from harness.builtin.evaluations.linear_probe import probe_accuracy
+    from harness.builtin.evaluations.zeroshot import classification_metrics, restrict
+
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    candidates = np.array([[0, 1], [0, 1], [2, 3], [2, 3]] * 2)
+    colours = np.array([0, 0, 1, 1, 0, 0, 1, 1])  # the pair of colours: the same for both bindings of a block
+    rec = ClassificationSet("composition", np.zeros((8, 2, 2, 3), np.uint8), labels, ["a", "b", "c", "d"], ["{c}"],
+                            tags={"candidates": candidates, "attributes": {"colours": colours},
+                                  "oracle_features": [["colours"]]})
+    scores = torch.tensor([[0.9, 0.1, 0.95, 0.0]] * 8)  # class 2 scores highest, but only rows 2, 3, 6, 7 may pick it
+    got = classification_metrics(restrict(scores, rec), torch.as_tensor(labels))
+    assert got["top1"] == pytest.approx(4 / 8) and "top5" not in got  # picks 0 in block 0, 2 in block 1
+    rows = harness.builtin.evaluations.references.classification_rows(rec)
+    assert rows[CHANCE] == 0.5 and rows[ORACLE] == 0.5  # knowing the colours says nothing about the binding
+    feats = np.eye(4)[labels] + 0.01 * np.arange(8)[:, None]
+    assert probe_accuracy(feats, labels, 0.5, 1.0, 200, 0, candidates) == 1.0

@@ -34,9 +34,14 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[
 
 
 def probe_accuracy(
-    features: np.ndarray, labels: np.ndarray, test_fraction: float, C: float, max_iter: int, seed: int
+    features: np.ndarray, labels: np.ndarray, test_fraction: float, C: float, max_iter: int, seed: int,
+    candidates: np.ndarray | None = None,
 ) -> float:
-    """Test accuracy of a logistic regression trained on a seeded split of (features, labels)."""
+    """Test accuracy of a logistic regression trained on a seeded split of (features, labels).
+
+    With ``candidates`` ((N, k) class indices) each test image is classified among its own k
+    classes (the probe's highest score among them), as zero-shot does for multiple-choice sets.
+    """
     from sklearn.linear_model import LogisticRegression
 
     train, test = split_indices(labels, test_fraction, seed)
@@ -45,7 +50,16 @@ def probe_accuracy(
         return float(np.mean(labels[test] == classes[0]))
     clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
     clf.fit(features[train], labels[train])
-    return float(clf.score(features[test], labels[test]))
+    if candidates is None:
+        return float(clf.score(features[test], labels[test]))
+    scores = clf.decision_function(features[test])
+    scores = scores[:, None] * np.array([-1.0, 1.0]) if scores.ndim == 1 else scores  # binary: two columns
+    full = np.full((len(test), int(labels.max()) + 1), -np.inf)
+    full[:, classes] = scores
+    allowed = np.zeros_like(full, dtype=bool)
+    np.put_along_axis(allowed, np.asarray(candidates)[test], True, axis=1)
+    pred = np.where(allowed, full, -np.inf).argmax(axis=1)
+    return float(np.mean(pred == labels[test]))
 
 
 class LinearProbe:
@@ -72,7 +86,8 @@ class LinearProbe:
             if len(labels) < 2 or len(np.unique(labels)) < 2:
                 continue  # nothing to learn
             feats = es.image_emb.float().numpy()
-            acc = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, ctx.seed)
+            acc = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, ctx.seed,
+                                 es.record.tags.get("candidates"))
             out[safe_key(es.record.name)] = {"accuracy": acc}
         if not out:
             raise Skip("no classification set has 2 or more samples of 2 or more classes")
@@ -97,5 +112,6 @@ class LinearProbe:
         key = hashlib.sha256(feats.tobytes() + labels.tobytes() + repr((self.test_fraction, self.C, self.max_iter,
                              seed)).encode()).hexdigest()
         if key not in _PIXEL_CACHE:
-            _PIXEL_CACHE[key] = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed)
+            _PIXEL_CACHE[key] = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
+                                               record.tags.get("candidates"))
         return _PIXEL_CACHE[key]

@@ -4,7 +4,8 @@ They become reference rows of the leaderboard (marked, never ranked), so a reade
 whether an objective is above the floor. Rows (``ROWS``):
 
 - ``chance``: the best constant guess, i.e. the frequency of the most common label (1/C on a
-  balanced set); for arithmetic, the hit rate of a uniformly random gallery image.
+  balanced set; 1/k for a multiple-choice set of k candidates per image); for arithmetic, the hit
+  rate of a uniformly random gallery image.
 - ``blind oracle``: an oracle that knows every attribute of the image except the one the task
   asks (for shape: the shape-blind oracle): the Bayes accuracy of predicting the label from the
   known attributes (majority label of each combination, on the set itself). A set says which
@@ -62,8 +63,14 @@ def pixel_features(images: Any) -> np.ndarray:
 
 
 def classification_rows(record: Any) -> dict[str, float]:
-    """{row: value} of the label-only rows (chance, blind oracle) of a classification set."""
-    rows = {CHANCE: best_constant(record.labels)}
+    """{row: value} of the label-only rows (chance, blind oracle) of a classification set.
+
+    For a multiple-choice set (``tags["candidates"]``) chance is a uniform pick among each image's
+    candidates; the oracle's majority label is then one of them on a set built that way.
+    """
+    candidates = record.tags.get("candidates")
+    chance = float(np.mean([1.0 / len(c) for c in candidates])) if candidates is not None else best_constant(record.labels)
+    rows = {CHANCE: chance}
     oracle = blind_oracle(record)
     if oracle is not None:
         rows[ORACLE] = oracle

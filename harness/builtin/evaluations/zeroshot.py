@@ -14,6 +14,7 @@ dominates the ranking.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -47,11 +48,31 @@ def class_weights(
     return F.normalize(emb, dim=-1)
 
 
+def restrict(scores: torch.Tensor, record: ClassificationSet) -> torch.Tensor:
+    """Scores outside each image's ``tags["candidates"]`` (an (N, k) array of class indices) set to -inf.
+
+    A set with candidates is multiple choice: each image is classified among its own k classes (e.g.
+    a composition probe's two bindings of the same shapes and colours).
+    """
+    candidates = record.tags.get("candidates")
+    if candidates is None:
+        return scores
+    allowed = torch.zeros_like(scores, dtype=torch.bool)
+    allowed.scatter_(1, torch.as_tensor(np.asarray(candidates), dtype=torch.long), True)
+    return scores.masked_fill(~allowed, -math.inf)
+
+
+def n_choices(scores: torch.Tensor) -> int:
+    """How many classes every row can choose among (all, or its candidates)."""
+    return int(torch.isfinite(scores).sum(dim=1).min()) if scores.numel() else 0
+
+
 def classification_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """top1, top5 (when >= 5 classes) and mean per-class recall of scores (N, C) against labels (N,)."""
+    """top1, top5 (when every row has >= 5 classes to choose among) and mean per-class recall of
+    scores (N, C) against labels (N,); -inf scores are classes a row cannot choose."""
     from sklearn.metrics import balanced_accuracy_score
 
-    n_classes = scores.shape[1]
+    n_classes = n_choices(scores)
     out: dict[str, float] = {}
     if n_classes >= 5:
         out["top1"], out["top5"] = accuracy(scores, labels, topk=(1, 5))
@@ -94,7 +115,7 @@ class ZeroShotClassification:
         for es in sets:
             rec = es.record
             weights = class_weights(ctx.encode_texts, rec.classnames, rec.templates)
-            scores = es.image_emb.float() @ weights.T
+            scores = restrict(es.image_emb.float() @ weights.T, rec)
             out[safe_key(rec.name)] = classification_metrics(scores, labels_of(rec))
         chosen = main_score_sets([es.record for es in sets])
         out[MEAN] = float(np.mean([out[safe_key(r.name)]["top1"] for r in chosen]))
