@@ -233,14 +233,17 @@ def test_protocol_and_eval_set_names():
     assert isinstance(ds, Dataset)
     assert isinstance(ds.train_pairs(), PairSource) and len(ds.train_pairs()) == 400
     sets = ds.eval_sets()
-    assert [s.name for s in sets] == ["shape", "colour", "shape_colour", "shape_colour_unseen", "retrieval",
-                                      "arithmetic"]
-    assert [type(s) for s in sets] == [ClassificationSet] * 4 + [RetrievalSet, ArithmeticSet]
-    assert all(len(s) == 120 for s in sets[:5])
-    shape, colour, combo, unseen = sets[:4]
+    assert [s.name for s in sets] == ["shape", "colour", "size", "position", "shape_colour", "shape_colour_unseen",
+                                      "composition", "retrieval", "arithmetic"]
+    assert [type(s) for s in sets] == [ClassificationSet] * 7 + [RetrievalSet, ArithmeticSet]
+    assert all(len(s) == 120 for s in sets[:6] + sets[7:])
+    shape, colour, size, position, combo, unseen = sets[:6]
+    assert [s.tags["attribute"] for s in sets[:4]] == ["shape", "colour", "size", "position"]
+    assert size.classnames == ["small", "large"] and len(position.classnames) == 5
+    assert shape.tags["oracle_features"] == [["colour", "size", "position"]]
     assert shape.classnames == [s.name for s in SHAPES[:6]] and colour.classnames == [c.name for c in COLOURS[:8]]
     assert len(combo.classnames) == 48 and combo.classnames[0] == "red circle"
-    for s in sets[:4]:
+    for s in sets[:6]:
         assert s.images.shape == (120, 32, 32, 3) and s.images.dtype == np.uint8
         assert len(s.templates) >= 3 and all("{c}" in t for t in s.templates)
         assert s.labels.min() >= 0 and s.labels.max() < len(s.classnames)
@@ -269,7 +272,7 @@ def test_training_never_shows_a_heldout_combination():
 
 def test_retrieval_captions_are_distinct_paraphrases_of_one_scene():
     ds = small(captions_per_image=4)
-    retrieval = ds.eval_sets()[4]
+    (retrieval,) = [s for s in ds.eval_sets() if s.name == "retrieval"]
     for caps in retrieval.captions:
         assert len(caps) == len(set(caps)) == 4
         parsed = [by_position(parse_caption(c)["objects"]) for c in caps]
@@ -297,7 +300,7 @@ def test_arithmetic_targets_are_the_source_with_one_attribute_changed():
 
 def test_no_heldout_split_and_validation():
     ds = small(heldout_combos=0.0)
-    assert "shape_colour_unseen" not in [s.name for s in ds.eval_sets()]
+    assert not {"shape_colour_unseen", "composition"} & {s.name for s in ds.eval_sets()}
     for bad, param in [
         (dict(heldout_combos=0.8), "heldout_combos"),
         (dict(num_shapes=1), "num_shapes"),
@@ -307,14 +310,15 @@ def test_no_heldout_split_and_validation():
         (dict(captions_per_image=0), "captions_per_image"),
     ]:
         with pytest.raises(ValueError, match=param):
-            small(**bad)
+            harness.create_dataset("shapes", **{**SMALL, **bad})  # limits declared in the signature
 
 
 def test_larger_world_and_image_size():
     ds = small(num_shapes=9, num_colours=10, image_size=48, heldout_combos=0.25)
     sets = ds.eval_sets()
     assert sets[0].images.shape == (120, 48, 48, 3)
-    assert len(sets[2].classnames) == 90 and len(ds.info()["heldout_combos"]) == round(0.25 * 90)
+    (combo,) = [s for s in sets if s.name == "shape_colour"]
+    assert len(combo.classnames) == 90 and len(ds.info()["heldout_combos"]) == round(0.25 * 90)
     images, texts = ds.train_pairs().get_batch(np.arange(10), np.random.default_rng(0))
     assert images.shape == (10, 48, 48, 3) and len(texts) == 10
 
@@ -352,3 +356,54 @@ def test_captions_fit_a_32_token_context():
     lengths = [n(t) + 2 for t in texts]
     assert max(lengths) <= max(one, two) + glue + 2
     assert sum(k > 16 for k in lengths) > 300  # a 16-token context would cut many two-object captions
+
+
+# ----------------------------------------------------------------- composition probe and validation split
+
+
+def test_composition_probe_defeats_shape_only_and_colour_only_oracles():
+    """Issue 14: held-out combinations whose shapes and colours are all seen in training with other
+    partners; each image chooses between the two bindings of its block, balanced, so an oracle that
+    knows only the shapes or only the colours scores exactly chance."""
+    from collections import Counter
+
+    from harness.builtin.evaluations.references import oracle_accuracy
+
+    ds = small(eval_size=600)
+    (comp,) = [s for s in ds.eval_sets() if s.name == "composition"]
+    world = ds.world
+    held = world.heldout
+    seen_shapes = {s for s, _ in world.seen}
+    seen_colours = {c for _, c in world.seen}
+    assert {s for s, _ in held} <= seen_shapes and {c for _, c in held} <= seen_colours
+    for label, cand in zip(comp.labels, comp.tags["candidates"]):
+        assert label in cand and cand[1] == cand[0] + 1
+    names = comp.classnames
+    for k in range(0, len(names), 2):  # class k: the held-out binding; k + 1: its swap
+        a, b = names[k].split(" and "), names[k + 1].split(" and ")
+        assert {w.split()[1] for w in a} == {w.split()[1] for w in b}  # same shapes
+        assert {w.split()[0] for w in a} == {w.split()[0] for w in b}  # same colours
+        assert all(w in {world.combo_name(s, c) for s, c in held} for w in a)
+    counts = Counter(comp.labels.tolist())
+    assert len(set(counts.values())) == 1  # every binding equally often
+    attrs = comp.tags["attributes"]
+    for known in (["shapes"], ["colours"]):  # in-sample majority per block: exactly half right
+        groups = {}
+        for key, label in zip(attrs[known[0]], comp.labels):
+            groups.setdefault(int(key), Counter())[int(label)] += 1
+        assert sum(max(c.values()) for c in groups.values()) / len(comp.labels) == 0.5
+        assert abs(oracle_accuracy(comp.labels, attrs, known) - 0.5) < 0.1
+    assert comp.tags["oracle_accuracy"] == 0.5
+
+
+def test_validation_split_is_drawn_apart_from_every_reported_set_and_training():
+    ds = small(train_size=2000)
+    test, val = ds.eval_sets(), ds.eval_sets(split="validation")
+    assert [s.name for s in test] == [s.name for s in val]
+    seen = {im.tobytes() for s in test for im in s.images}
+    train_images, _ = ds.train_pairs().get_batch(np.arange(2000), np.random.default_rng(0))
+    seen |= {im.tobytes() for im in train_images}
+    val_images = {im.tobytes() for s in val for im in s.images}
+    assert not val_images & seen
+    with pytest.raises(ValueError, match="split must be one of test, validation"):
+        ds.eval_sets(split="train")

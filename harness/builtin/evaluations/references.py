@@ -8,10 +8,11 @@ whether an objective is above the floor. Rows (``ROWS``):
   rate of a uniformly random gallery image.
 - ``blind oracle``: an oracle that knows every attribute of the image except the one the task
   asks (for shape: the shape-blind oracle): the Bayes accuracy of predicting the label from the
-  known attributes (majority label of each combination, on the set itself). A set says which
-  attributes such an oracle knows with ``tags["oracle_features"]``, a list of attribute lists
-  (the best of them counts: for a composition task, shape only and colour only), read from
-  ``tags["attributes"]`` (attribute name -> one value per image). Sets without them have no row.
+  known attributes. A dataset that knows its generative model gives it exactly
+  (``tags["oracle_accuracy"]``); otherwise a set says which attributes such an oracle knows with
+  ``tags["oracle_features"]``, a list of attribute lists (the best counts: for a composition task,
+  shape only and colour only) read from ``tags["attributes"]`` (attribute name -> one value per
+  image), and the accuracy is estimated by cross-fitting. Sets with neither have no row.
 - ``raw pixels``: the linear probe itself on the raw pixels (for linear-probe columns only).
 """
 
@@ -35,17 +36,38 @@ def best_constant(labels: np.ndarray) -> float:
 
 
 def oracle_accuracy(labels: np.ndarray, attributes: dict[str, np.ndarray], known: list[str]) -> float:
-    """Bayes accuracy of predicting ``labels`` from the ``known`` attributes (in-sample majority vote)."""
+    """Accuracy of the Bayes rule that predicts ``labels`` from the ``known`` attributes, estimated
+    by two-fold cross-fitting: each half is predicted by the majority label of its combination in
+    the other half (the other half's overall majority for a combination it lacks), ties shared.
+
+    In-sample majorities would overfit small combinations (with 80 of them, a shape-blind oracle
+    scored 0.35 in-sample against its true 0.20); cross-fitting does not.
+    """
     labels = np.asarray(labels)
-    groups: dict[tuple, Counter] = defaultdict(Counter)
-    keys = zip(*(np.asarray(attributes[a]) for a in known)) if known else ((),) * len(labels)
-    for key, label in zip(keys, labels):
-        groups[tuple(int(v) for v in key)][int(label)] += 1
-    return float(sum(c.most_common(1)[0][1] for c in groups.values()) / len(labels))
+    n = len(labels)
+    keys = list(zip(*(np.asarray(attributes[a]).tolist() for a in known))) if known else [()] * n
+    fold = np.random.default_rng(0).permutation(n) % 2
+    credit = 0.0
+    for f in (0, 1):
+        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        groups: dict[tuple, Counter] = defaultdict(Counter)
+        for i in train:
+            groups[keys[i]][int(labels[i])] += 1
+        overall = Counter(int(labels[i]) for i in train)
+        for i in test:
+            counts = groups.get(keys[i]) or overall
+            top = max(counts.values())
+            winners = [label for label, c in counts.items() if c == top]
+            credit += (int(labels[i]) in winners) / len(winners)
+    return float(credit / n) if n else math.nan
 
 
 def blind_oracle(record: Any) -> float | None:
-    """The best oracle of ``record.tags["oracle_features"]``, or None when the set declares none."""
+    """The blind oracle's accuracy: ``tags["oracle_accuracy"]`` when the dataset computes it from
+    its generative model (exact), else estimated from ``tags["oracle_features"]`` (the best of
+    them; a cross-fitted, slightly conservative estimate), else None."""
+    if record.tags.get("oracle_accuracy") is not None:
+        return float(record.tags["oracle_accuracy"])
     subsets, attributes = record.tags.get("oracle_features"), record.tags.get("attributes")
     if not subsets or not attributes:
         return None

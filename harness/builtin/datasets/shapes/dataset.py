@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from harness.builtin.datasets.shapes.attributes import COLOURS, SHAPES
+from harness.builtin.datasets.shapes.attributes import COLOURS, POSITIONS, SHAPES, SIZES
 from harness.builtin.datasets.shapes.grammar import (
-    CAPTION_STYLES,
     caption_draws,
     caption_of,
     captions,
@@ -28,16 +28,23 @@ from harness.builtin.datasets.shapes.grammar import (
 )
 from harness.builtin.datasets.shapes.negatives import negative_captions
 from harness.builtin.datasets.shapes.render import render
-from harness.builtin.datasets.shapes.world import Scenes, World, check_world, make_world, sample_scenes
-from harness.registry import bind_params
+from harness.builtin.datasets.shapes.world import Scenes, World, make_world, sample_scenes
+from harness.builtin.datasets.files import LOCAL_PATH
+from harness.params import bind_params
 from harness.types import ArithmeticSet, ArithmeticTriplet, ClassificationSet, EvalSet, RetrievalSet
 
 SHAPE_TEMPLATES = ["a {c}", "a picture of a {c}", "{c} shape", "an image of a {c}", "there is a {c}"]
 COLOUR_TEMPLATES = ["a {c} shape", "something {c}", "a {c} object", "an image of something {c}", "{c}"]
 COMBO_TEMPLATES = ["{c}", "the {c}", "a picture of the {c}", "{c} shape", "one {c}"]
+SIZE_TEMPLATES = ["a {c} shape", "something {c}", "a {c} object", "an image of something {c}", "{c}"]
+POSITION_TEMPLATES = ["a shape on the {c}", "something at the {c}", "an object in the {c}", "{c}", "the {c} one"]
+COMPOSITION_TEMPLATES = ["{c}", "a {c}", "a picture of a {c}", "an image of a {c}"]
+ATTRIBUTES = ("shape", "colour", "size", "position")
 
-# random streams: default_rng([seed, stream]); stream 0 is the world's held-out combinations
-TRAIN, POOL, UNSEEN, RETRIEVAL, RETRIEVAL_TEXT, GALLERY, TRIPLETS = range(1, 8)
+# random streams: default_rng([seed, stream]); stream 0 is the world's held-out combinations; the
+# validation split draws every evaluation set from the same stream + VALIDATION
+TRAIN, POOL, UNSEEN, RETRIEVAL, RETRIEVAL_TEXT, GALLERY, TRIPLETS, COMPOSITION = range(1, 9)
+VALIDATION = 100
 CACHE_FORMAT = 1  # bump when rendering changes, so stale cache files are not reused
 
 
@@ -144,27 +151,31 @@ class ShapesDataset:
     """
 
     supplies = ("text_negatives",)  # loss extras this dataset can feed (``get_batch_with_negatives``)
+    splits = ("test", "validation")  # eval_sets(split="validation"): the same sets from other draws, for tuning
 
     def __init__(
         self,
-        seed: int = 0,
-        image_size: int = 32,
-        train_size: int = 20000,
-        eval_size: int = 1000,
-        num_shapes: int = 6,
-        num_colours: int = 8,
-        two_object_prob: float = 0.25,
-        heldout_combos: float = 0.125,
-        captions_per_image: int = 5,
-        cache_dir: str | None = None,
-        captions: Literal["paraphrase", "canonical"] = "paraphrase",
-        shape_groups: int = 1,
-        negatives_per_pair: int = 4,
+        seed: Annotated[int, Field(ge=0, le=2**31 - 1, description=(
+            "seed of the world: its held-out combinations, every split's scenes and captions"))] = 0,
+        image_size: Annotated[int, Field(ge=16, le=512, description="side of the square images, in pixels")] = 32,
+        train_size: Annotated[int, Field(ge=1, le=10**9, description="number of training scenes")] = 20000,
+        eval_size: Annotated[int, Field(ge=1, le=10**6, description="images per evaluation set")] = 1000,
+        num_shapes: Annotated[int, Field(ge=2, le=len(SHAPES), description="shapes in the world (the first N)")] = 6,
+        num_colours: Annotated[int, Field(ge=2, le=len(COLOURS), description="colours in the world (the first N)")] = 8,
+        two_object_prob: Annotated[float, Field(ge=0, le=1, description="fraction of scenes with two objects")] = 0.25,
+        heldout_combos: Annotated[float, Field(ge=0, le=0.5, description=(
+            "fraction of (shape, colour) combinations never trained on (the compositional split)"))] = 0.125,
+        captions_per_image: Annotated[int, Field(ge=1, le=100, description="captions per image of the retrieval set")] = 5,
+        cache_dir: Annotated[str | None, Field(max_length=4096, pattern=LOCAL_PATH, description=(
+            "a local folder to cache the rendered training split in (null: render on demand)"))] = None,
+        captions: Annotated[Literal["paraphrase", "canonical"], Field(description=(
+            "paraphrase: templates and synonyms; canonical: 'SIZE COLOUR SHAPE POSITION' per object"))] = "paraphrase",
+        shape_groups: Annotated[int, Field(ge=1, le=len(SHAPES), description=(
+            "batches of groups of g scenes that differ only in one object's shape (1: off)"))] = 1,
+        negatives_per_pair: Annotated[int, Field(ge=1, le=64, description=(
+            "hard-negative captions per pair for losses that ask for text_negatives"))] = 4,
     ):
-        self.check_params(image_size=image_size, train_size=train_size, eval_size=eval_size, num_shapes=num_shapes,
-                          num_colours=num_colours, two_object_prob=two_object_prob,
-                          heldout_combos=heldout_combos, captions_per_image=captions_per_image, captions=captions,
-                          shape_groups=shape_groups, negatives_per_pair=negatives_per_pair)
+        self.check_params(num_shapes=num_shapes, shape_groups=shape_groups, cache_dir=cache_dir)
         self.caption_style = captions
         self.shape_groups = shape_groups
         self.negatives_per_pair = negatives_per_pair
@@ -177,31 +188,17 @@ class ShapesDataset:
         self.cache_dir = cache_dir
         self.world: World = make_world(seed, num_shapes, num_colours, heldout_combos)
         self._pairs: ShapesPairs | None = None
-        self._eval: list[EvalSet] | None = None
+        self._eval: dict[str, list[EvalSet]] = {}
 
     @classmethod
     def check_params(cls, **params: Any) -> None:
-        """Raise ``ValueError`` naming the first out-of-range param (``harness validate`` calls this)."""
+        """What the annotations cannot say (``harness validate`` calls this): shape groups fit the
+        world's shapes, and the cache folder has no '..' component."""
         p = bind_params(cls, params)
-        image_size, train_size, eval_size = p["image_size"], p["train_size"], p["eval_size"]
-        two_object_prob, captions_per_image = p["two_object_prob"], p["captions_per_image"]
-        if not 16 <= image_size <= 512:
-            raise ValueError(f"image_size must be in [16, 512], got {image_size}")
-        if train_size < 1:
-            raise ValueError(f"train_size must be >= 1, got {train_size}")
-        if eval_size < 1:
-            raise ValueError(f"eval_size must be >= 1, got {eval_size}")
-        if not 0.0 <= two_object_prob <= 1.0:
-            raise ValueError(f"two_object_prob must be in [0, 1], got {two_object_prob}")
-        if captions_per_image < 1:
-            raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
-        if p["captions"] not in CAPTION_STYLES:
-            raise ValueError(f"captions must be one of {', '.join(CAPTION_STYLES)}, got {p['captions']!r}")
-        if not 1 <= p["shape_groups"] <= p["num_shapes"]:
-            raise ValueError(f"shape_groups must be in [1, num_shapes={p['num_shapes']}], got {p['shape_groups']}")
-        if not 1 <= p["negatives_per_pair"] <= 64:
-            raise ValueError(f"negatives_per_pair must be in [1, 64], got {p['negatives_per_pair']}")
-        check_world(p["num_shapes"], p["num_colours"], p["heldout_combos"])
+        if p["shape_groups"] > p["num_shapes"]:
+            raise ValueError(f"shape_groups must be at most num_shapes={p['num_shapes']}, got {p['shape_groups']}")
+        if p["cache_dir"] is not None and ".." in Path(p["cache_dir"]).parts:
+            raise ValueError(f"cache_dir must not contain '..', got {p['cache_dir']!r}")
 
     def _rng(self, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream])
@@ -254,55 +251,133 @@ class ShapesDataset:
         return np.load(path, mmap_mode="r")
 
     # -------------------------------------------------------------------------------- evaluation
-    def eval_sets(self) -> list[EvalSet]:
-        if self._eval is None:
-            self._eval = self._classification() + [self._retrieval(), self._arithmetic()]
-        return list(self._eval)
+    def eval_sets(self, split: str = "test") -> list[EvalSet]:
+        """The reported sets (``test``), or the same sets drawn from other random streams (``validation``).
 
-    def _classification(self) -> list[ClassificationSet]:
-        """One pool of one-object images (seen combinations) labelled three ways, plus the unseen set.
+        The validation split shares no draw with the reported sets or the training split, so
+        tuning (which selects on it) never sees a reported example.
+        """
+        if split not in self.splits:
+            raise ValueError(f"split must be one of {', '.join(self.splits)}, got {split!r}")
+        if split not in self._eval:
+            offset = 0 if split == "test" else VALIDATION
+            self._eval[split] = self._classification(offset) + [self._retrieval(offset), self._arithmetic(offset)]
+        return list(self._eval[split])
 
-        ``shape_colour`` and ``shape_colour_unseen`` share all S x C class names, so the unseen
-        set asks for a held-out pair among every pair, including the seen ones it resembles.
+    def _classification(self, offset: int = 0) -> list[ClassificationSet]:
+        """One pool of one-object images (seen combinations) labelled by each attribute and by the
+        (shape, colour) combination, the held-out combinations, and the composition probe.
+
+        Each attribute set (tagged ``attribute``: the zero-shot main score averages those) carries
+        every image's attributes and the oracle that knows all of them but the one asked.
+        ``shape_colour`` and ``shape_colour_unseen`` share all S x C class names, so the unseen set
+        asks for a held-out pair among every pair, including the seen ones it resembles.
         """
         world = self.world
-        pool = self._scenes(POOL, self.eval_size, world.seen, 0.0)
+        pool = self._scenes(POOL + offset, self.eval_size, world.seen, 0.0)
         images = render(pool, self.image_size)
-        shape, colour = pool.shape[:, 0], pool.colour[:, 0]
-        combo_names = [world.combo_name(s, c) for s, c in world.combos]
+        values = {"shape": pool.shape[:, 0], "colour": pool.colour[:, 0], "size": pool.size[:, 0],
+                  "position": pool.position[:, 0]}
+        names = {"shape": world.shapes, "colour": world.colours, "size": [v.name for v in SIZES],
+                 "position": [v.name for v in POSITIONS]}
+        templates = {"shape": SHAPE_TEMPLATES, "colour": COLOUR_TEMPLATES, "size": SIZE_TEMPLATES,
+                     "position": POSITION_TEMPLATES}
         sets = [
-            ClassificationSet("shape", images, shape.copy(), world.shapes, list(SHAPE_TEMPLATES)),
-            ClassificationSet("colour", images, colour.copy(), world.colours, list(COLOUR_TEMPLATES)),
-            ClassificationSet("shape_colour", images, shape * world.num_colours + colour, combo_names,
-                              list(COMBO_TEMPLATES)),
+            ClassificationSet(a, images, values[a].copy(), names[a], list(templates[a]), tags={
+                "attribute": a, "attributes": values, "oracle_features": [[b for b in ATTRIBUTES if b != a]],
+                "oracle_accuracy": self._blind_oracle(a, values)})
+            for a in ATTRIBUTES
         ]
+        combo_names = [world.combo_name(s, c) for s, c in world.combos]
+        sets.append(ClassificationSet("shape_colour", images, values["shape"] * world.num_colours + values["colour"],
+                                      combo_names, list(COMBO_TEMPLATES)))
         if world.unseen:
-            unseen = self._scenes(UNSEEN, self.eval_size, world.unseen, 0.0)
+            unseen = self._scenes(UNSEEN + offset, self.eval_size, world.unseen, 0.0)
             labels = unseen.shape[:, 0] * world.num_colours + unseen.colour[:, 0]
             sets.append(ClassificationSet("shape_colour_unseen", render(unseen, self.image_size), labels,
                                           combo_names, list(COMBO_TEMPLATES), tags={"compositional": True}))
-        return sets
+        composition = self._composition(offset)
+        return sets + ([composition] if composition is not None else [])
 
-    def _retrieval(self) -> RetrievalSet:
-        scenes = self._scenes(RETRIEVAL, self.eval_size, self.world.seen, self.two_object_prob)
-        texts = distinct_captions(scenes, self._rng(RETRIEVAL_TEXT), self.captions_per_image, style=self.caption_style)
+    def _blind_oracle(self, asked: str, values: dict[str, np.ndarray]) -> float:
+        """Exact accuracy, on these images, of the Bayes rule that knows every attribute but ``asked``.
+
+        In the world's model size and position are uniform and independent of everything else,
+        and an object's (shape, colour) is uniform over the seen combinations: so knowing the
+        colour leaves the seen shapes of that colour, knowing the shape the seen colours of it.
+        """
+        seen = np.zeros((self.world.num_shapes, self.world.num_colours), dtype=bool)
+        for s_, c_ in self.world.seen:
+            seen[s_, c_] = True
+        if asked == "shape":
+            return float(np.mean(1.0 / seen[:, values["colour"]].sum(axis=0)))
+        if asked == "colour":
+            return float(np.mean(1.0 / seen[values["shape"], :].sum(axis=1)))
+        return 1.0 / (len(SIZES) if asked == "size" else len(POSITIONS))
+
+    def _composition(self, offset: int = 0) -> ClassificationSet | None:
+        """The composition probe: which object has which colour, two objects at a time.
+
+        A block is two held-out combinations (a, x) and (b, y) (different shapes and colours; each
+        shape and colour also occurs in training with other partners). Its two classes are the
+        bindings "x a and y b" (the held-out combinations) and "y a and x b" (the swap); every
+        image shows both objects of one binding (order, positions, sizes random) and chooses
+        between its block's two classes (``tags["candidates"]``). Each block has as many images
+        of one binding as of the other, so knowing the shapes or the colours of an image says
+        nothing about its class: a shape-only or colour-only oracle scores chance (0.5). None when
+        fewer than two held-out combinations have different shapes and colours.
+        """
+        held = sorted(self.world.unseen)
+        blocks = [(p, q) for i, p in enumerate(held) for q in held[i + 1:] if p[0] != q[0] and p[1] != q[1]]
+        if not blocks:
+            return None
+        per_class = max(1, self.eval_size // (2 * len(blocks)))
+        rng = self._rng(COMPOSITION + offset)
+        base = sample_scenes(rng, 2 * per_class * len(blocks), self.world.seen, self.image_size, 1.0)
+        labels, candidates, shapes, colours = [], [], [], []
+        classnames = []
+        for b, ((a, x), (bb, y)) in enumerate(blocks):
+            classnames += [f"{COLOURS[x].name} {SHAPES[a].name} and {COLOURS[y].name} {SHAPES[bb].name}",
+                           f"{COLOURS[y].name} {SHAPES[a].name} and {COLOURS[x].name} {SHAPES[bb].name}"]
+            for binding in (0, 1):
+                objects = [(a, x), (bb, y)] if binding == 0 else [(a, y), (bb, x)]
+                for _ in range(per_class):
+                    i = len(labels)
+                    order = (0, 1) if rng.random() < 0.5 else (1, 0)
+                    for slot, k in enumerate(order):
+                        base.shape[i, slot], base.colour[i, slot] = objects[k]
+                    labels.append(2 * b + binding)
+                    candidates.append([2 * b, 2 * b + 1])
+                    shapes.append(b)  # the block fixes the pair of shapes and the pair of colours
+                    colours.append(b)
+        tags = {"attribute": "composition", "candidates": np.array(candidates),
+                "attributes": {"shapes": np.array(shapes), "colours": np.array(colours)},
+                "oracle_features": [["shapes"], ["colours"]], "oracle_accuracy": 0.5}  # balanced: exactly 0.5
+        return ClassificationSet("composition", render(base, self.image_size), np.array(labels), classnames,
+                                 list(COMPOSITION_TEMPLATES), tags=tags)
+
+    def _retrieval(self, offset: int = 0) -> RetrievalSet:
+        scenes = self._scenes(RETRIEVAL + offset, self.eval_size, self.world.seen, self.two_object_prob)
+        texts = distinct_captions(scenes, self._rng(RETRIEVAL_TEXT + offset), self.captions_per_image,
+                                  style=self.caption_style)
         return RetrievalSet("retrieval", render(scenes, self.image_size), texts)
 
-    def _arithmetic(self) -> ArithmeticSet:
+    def _arithmetic(self, offset: int = 0) -> ArithmeticSet:
         """Gallery of one-object images; each one is the source of one triplet.
 
         Even sources change the colour, odd ones the shape: value word = the source's value,
         target word = another value whose (shape, colour) with the kept attribute is in the
-        gallery; target_ids = the gallery images of that combination.
+        gallery; target_ids = the gallery images of that combination. The tags give each image's
+        shape and colour and the attribute each triplet changes (for the reference rows).
         """
         world = self.world
-        gallery = self._scenes(GALLERY, self.eval_size, world.seen, 0.0)
+        gallery = self._scenes(GALLERY + offset, self.eval_size, world.seen, 0.0)
         shape, colour = gallery.shape[:, 0], gallery.colour[:, 0]
         members: dict[tuple[int, int], list[int]] = {}
         for i, sc in enumerate(zip(shape.tolist(), colour.tolist())):
             members.setdefault(sc, []).append(i)
-        rng = self._rng(TRIPLETS)
-        triplets = []
+        rng = self._rng(TRIPLETS + offset)
+        triplets, changed = [], []
         for i in range(len(gallery)):
             s, c = int(shape[i]), int(colour[i])
             if i % 2 == 0:
@@ -310,12 +385,15 @@ class ShapesDataset:
                 if options:
                     c2 = options[rng.integers(len(options))]
                     triplets.append(ArithmeticTriplet(i, COLOURS[c].name, COLOURS[c2].name, members[(s, c2)]))
+                    changed.append("colour")
             else:
                 options = [s2 for s2 in range(world.num_shapes) if s2 != s and (s2, c) in members]
                 if options:
                     s2 = options[rng.integers(len(options))]
                     triplets.append(ArithmeticTriplet(i, SHAPES[s].name, SHAPES[s2].name, members[(s2, c)]))
-        return ArithmeticSet("arithmetic", render(gallery, self.image_size), triplets)
+                    changed.append("shape")
+        tags = {"attributes": {"shape": shape.copy(), "colour": colour.copy()}, "changed": changed}
+        return ArithmeticSet("arithmetic", render(gallery, self.image_size), triplets, tags=tags)
 
     def info(self) -> dict[str, Any]:
         world = self.world
