@@ -40,6 +40,7 @@ TRAIN_METRICS = {
     "steps": MetricInfo("steps", "train", None),
     "samples_per_s": MetricInfo("samples/s", "train", True),
     "train_time_s": MetricInfo("train time (s)", "train", False),
+    "shape_only_rows": MetricInfo("batch rows told apart by shape alone", "train", None),
 }
 
 

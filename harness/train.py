@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import TrainConfig
+from harness.diagnostics import TrainingDiagnostics
 from harness.precision import autocast, resolve_precision
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -479,6 +480,8 @@ def train(
     if micro is not None or workers > 1:
         refuse_batch_norm(model, f"train.micro_batch {micro}" if micro is not None else f"{workers} workers")
         cached = GradCacheStep(encoder, loss_fn, device, precision, extras, micro or per_worker, scaler, loss_name)
+    diagnostics = TrainingDiagnostics(pairs, encoder, device, precision, steps, seed, enabled=rank == 0)
+    diagnostics.probe(0, log_file)
     t0 = time.perf_counter()
     window_t, window_n, recent = t0, 0, []
     try:
@@ -491,6 +494,7 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
             data = fetch_batch(pairs, idx, rng, negatives="text_negatives" in extras)
+            diagnostics.after_batch()
             if cached is not None:
                 terms, total = cached.run(data, len(idx), step, steps, opt)
                 if scaler is not None:
@@ -536,18 +540,24 @@ def train(
                     "samples_per_s": sps,
                     "elapsed_s": now - t0,
                     **loss_temperature(loss_fn),
+                    **diagnostics.window_record(),
                 }
                 if log_file:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                 stats["final_loss"] = record["loss"]
                 window_t, window_n, recent = now, 0, []
+            before = diagnostics.seconds
+            diagnostics.probe(step + 1, log_file)
+            t0 += diagnostics.seconds - before  # probing is not training time
+            window_t += diagnostics.seconds - before
     finally:
         if log_file:
             log_file.close()
     elapsed = time.perf_counter() - t0
     stats["env"].update(memory.read(workers))
     stats.update(loss_temperature(loss_fn))
+    stats.update(diagnostics.summary())
     stats["train_time_s"] = elapsed
     stats["samples_per_s"] = steps * batch / max(elapsed, 1e-9)
     return stats

@@ -101,13 +101,14 @@ class LinearProbe:
             if len(labels) < 2 or len(np.unique(labels)) < 2:
                 continue
             values = classification_rows(es.record)
-            values[PIXELS] = self._pixel_probe(es.record, labels, ctx.seed)
+            values[PIXELS] = self._pixel_probe(es.record, labels)
             for row, value in values.items():
                 rows.setdefault(row, {})[f"{safe_key(es.record.name)}.accuracy"] = value
         return rows
 
-    def _pixel_probe(self, record, labels: np.ndarray, seed: int) -> float:
-        """The probe on raw pixels; the same set, split and settings give the same number, so it is cached."""
+    def _pixel_probe(self, record, labels: np.ndarray, seed: int = 0) -> float:
+        """The probe on raw pixels, on the split of seed 0 (it does not depend on the job, only on the
+        set): the same set and settings give the same number, so it is computed once per process."""
         feats = pixel_features(record.images)
         key = hashlib.sha256(feats.tobytes() + labels.tobytes() + repr((self.test_fraction, self.C, self.max_iter,
                              seed)).encode()).hexdigest()

@@ -43,8 +43,9 @@ ATTRIBUTES = ("shape", "colour", "size", "position")
 
 # random streams: default_rng([seed, stream]); stream 0 is the world's held-out combinations; the
 # validation split draws every evaluation set from the same stream + VALIDATION
-TRAIN, POOL, UNSEEN, RETRIEVAL, RETRIEVAL_TEXT, GALLERY, TRIPLETS, COMPOSITION = range(1, 9)
+TRAIN, POOL, UNSEEN, RETRIEVAL, RETRIEVAL_TEXT, GALLERY, TRIPLETS, COMPOSITION, PROBE = range(1, 10)
 VALIDATION = 100
+PROBE_SIZE = 512  # scenes of the probes over training (harness.diagnostics)
 CACHE_FORMAT = 1  # bump when rendering changes, so stale cache files are not reused
 
 
@@ -61,7 +62,10 @@ class ShapesPairs:
     """
 
     def __init__(self, scenes: Scenes, image_size: int, images: np.ndarray | None = None, world: World | None = None,
-                 caption_style: str = "paraphrase", shape_groups: int = 1, negatives_per_pair: int = 4):
+                 caption_style: str = "paraphrase", shape_groups: int = 1, negatives_per_pair: int = 4,
+                 probe: Scenes | None = None):
+        self.probe = probe
+        self._last: Scenes | None = None
         self.scenes = scenes
         self.image_size = image_size
         self.images = images
@@ -77,9 +81,33 @@ class ShapesPairs:
         """The batch's scenes, and its images when they come from the cache."""
         indices = np.asarray(indices, dtype=np.int64)
         if self.shape_groups > 1:
-            return shape_groups(self.scenes.take(indices), self.shape_groups, self._world(), rng), None
-        rows = self.scenes.take(indices)
+            self._last = shape_groups(self.scenes.take(indices), self.shape_groups, self._world(), rng)
+            return self._last, None
+        self._last = rows = self.scenes.take(indices)
         return rows, (np.asarray(self.images[indices]) if self.images is not None else None)
+
+    def batch_stats(self) -> dict[str, float]:
+        """``shape_only_rows``: the fraction of the last batch's rows with an in-batch negative that
+        differs from them in shape only (same objects, colours, sizes and positions): the rows whose
+        pair only shape can tell apart (``harness.diagnostics``)."""
+        rows = self._last
+        if rows is None or len(rows) == 0:
+            return {}
+        rest = np.concatenate([rows.n_objects[:, None], rows.colour, rows.size, rows.position], axis=1)
+        groups: dict[bytes, set[bytes]] = {}
+        for key, shape in zip(rest, rows.shape):
+            groups.setdefault(key.tobytes(), set()).add(shape.tobytes())
+        told = [len(groups[key.tobytes()]) > 1 for key in rest]
+        return {"shape_only_rows": float(np.mean(told))}
+
+    def probe_set(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One-object scenes of the training distribution (their own random stream) with each
+        attribute's labels, for the probes over training (``harness.diagnostics``)."""
+        if self.probe is None:
+            raise ValueError("this ShapesPairs has no probe scenes")
+        p = self.probe
+        labels = {"shape": p.shape[:, 0], "colour": p.colour[:, 0], "size": p.size[:, 0], "position": p.position[:, 0]}
+        return render(p, self.image_size), labels
 
     def _world(self) -> World:
         if self.world is None:
@@ -211,8 +239,9 @@ class ShapesDataset:
         if self._pairs is None:
             scenes = self._scenes(TRAIN, self.train_size, self.world.seen, self.two_object_prob)
             images = self._cached_images(scenes) if self.cache_dir and self.shape_groups == 1 else None
+            probe = self._scenes(PROBE, PROBE_SIZE, self.world.seen, 0.0)
             self._pairs = ShapesPairs(scenes, self.image_size, images, self.world, self.caption_style,
-                                      self.shape_groups, self.negatives_per_pair)
+                                      self.shape_groups, self.negatives_per_pair, probe)
         return self._pairs
 
     def cache_path(self) -> Path | None:
