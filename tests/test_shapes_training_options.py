@@ -208,3 +208,45 @@ def test_negative_edits_use_the_world_vocabulary():
     _, texts, negatives = tiny.train_pairs().get_batch_with_negatives(np.arange(5), np.random.default_rng(0))
     for text, negs in zip(texts, negatives):
         assert len(set(negs)) == 7 and text not in negs  # 1 shape + 1 colour + 1 size + 4 positions
+
+
+def test_diagnostics_log_probes_and_batch_stats_without_changing_training(tmp_path):
+    """The suppression diagnostics (harness.diagnostics) only observe: the same run without them
+    ends with identical parameters; with them, log.jsonl has probe records at 0, 1/4, ..., all steps."""
+    import json
+
+    import torch
+
+    from harness.config import TrainConfig
+    from harness.train import train
+
+    class Plain:  # the same pairs without the diagnostic hooks
+        def __init__(self, pairs):
+            self.pairs = pairs
+
+        def __len__(self):
+            return len(self.pairs)
+
+        def get_batch(self, indices, rng):
+            return self.pairs.get_batch(indices, rng)
+
+    cfg = TrainConfig(steps=8, batch_size=16, lr=1e-3, log_every=4)
+    finals = []
+    for wrap in (False, True):
+        torch.manual_seed(0)
+        ds = small(captions="canonical", shape_groups=4)
+        enc = harness.create_encoder("open_clip", model="harness-tiny-cnn")
+        pairs = Plain(ds.train_pairs()) if wrap else ds.train_pairs()
+        log = tmp_path / f"log{wrap}.jsonl"
+        stats = train(enc, harness.create_loss("clip"), pairs, cfg, 0, torch.device("cpu"), log)
+        finals.append([p.detach().clone() for p in enc.model.parameters()])
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        if not wrap:
+            assert [r["step"] for r in records if "probe" in r] == [0, 2, 4, 6, 8]
+            assert set(records[0]["probe"]) == {"shape", "colour", "size", "position"}
+            assert all(0 <= v <= 1 for r in records if "probe" in r for v in r["probe"].values())
+            assert [r["batch"]["shape_only_rows"] for r in records if "batch" in r] == [1.0, 1.0]  # groups of 4
+            assert stats["shape_only_rows"] == 1.0
+        else:
+            assert not any("probe" in r or "batch" in r for r in records) and "shape_only_rows" not in stats
+    assert all(torch.equal(a, b) for a, b in zip(*finals))

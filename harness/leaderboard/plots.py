@@ -12,6 +12,9 @@
   per objective, from ``embeddings/<set>.npz`` (``retrieval.npz`` preferred, else the first set
   with ``pair_emb``) when the suite saved embeddings.
 - ``loss_curves.png``: training loss against step from each job's ``log.jsonl``, a line per seed.
+- ``probes_<dataset>_<encoder>.png``: when each attribute is learned: the attribute probes over
+  training (``harness.diagnostics``, the ``probe`` records of ``log.jsonl``), mean over seeds per
+  objective, a panel per attribute.
 """
 
 from __future__ import annotations
@@ -351,6 +354,61 @@ def loss_curves(store: RunStore, order: list[str], out: Path) -> Plot | None:
     return Plot("loss_curves.png", "Training loss curves", "One line per seed, from each job's log.jsonl.")
 
 
+def _read_probes(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """attribute -> [(step, accuracy)] from a job's log (its ``probe`` records)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            step, probe = float(rec["step"]), rec["probe"]
+            for name, value in probe.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    out.setdefault(str(name), []).append((step, float(value)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return out
+
+
+def probe_curves(store: RunStore, order: list[str], out: Path) -> list[Plot]:
+    """One figure per (dataset, encoder): a panel per attribute, probe accuracy against step, a line per objective."""
+    tables: dict[tuple[str, str], dict[str, dict[str, list[dict[float, float]]]]] = {}
+    for run in store.runs:
+        if run.status != "ok":
+            continue
+        for name, points in _read_probes(run.dir / "log.jsonl").items():
+            per = tables.setdefault((run.dataset, run.encoder), {}).setdefault(name, {})
+            per.setdefault(run.objective, []).append(dict(points))
+    plots, colors, used = [], _colors(order), set()
+    for (dataset, encoder), attributes in sorted(tables.items()):
+        fig, axes = _figure(len(attributes), 4, (3.6, 3.0))
+        for ax, (name, by_objective) in zip(axes, attributes.items()):
+            for objective in sorted(by_objective, key=lambda o: order.index(o) if o in order else len(order)):
+                runs = by_objective[objective]
+                steps = sorted(set.intersection(*(set(r) for r in runs)))
+                mean = [np.mean([r[s_] for r in runs]) for s_ in steps]
+                ax.plot(steps, mean, marker="o", markersize=3, color=colors.get(objective, "#333333"),
+                        label=_text(objective, 30))
+            ax.set_title(name, fontsize=TITLE_SIZE)
+            ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
+            ax.set_ylabel("probe accuracy", fontsize=LABEL_SIZE)
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+        _legend(axes[len(attributes) - 1], len(order))
+        name = f"probes_{_slug(dataset)}_{_slug(encoder)}"[:80]
+        while name in used:
+            name += "_"
+        used.add(name)
+        _save(fig, out / f"{name}.png")
+        plots.append(Plot(f"{name}.png", f"When each attribute is learned: {dataset} · {encoder}",
+                          "Linear-probe accuracy of the image tower's embeddings on a probe set from the training "
+                          "distribution, before training and after 1/4, 1/2, 3/4 and all steps (mean over seeds)."))
+    return plots
+
+
 def plot_order(agg: Aggregate) -> list[str]:
     """Objectives in the order of their best rank in any table (the colours follow it)."""
     order: list[str] = []
@@ -368,6 +426,7 @@ def make_plots(store: RunStore, agg: Aggregate, out: Path) -> dict[str, Plot]:
         "gap": gap_vs_score(agg.results, agg, store.metrics, order, out),
         "tuning": tuning_plot(store, order, out),
     }
+    plots.update({f"probes:{p.file}": p for p in probe_curves(store, order, out)})
     plots.update({f"pca:{p.file}": p for p in pca_plots(store, order, out)})
     plots["loss"] = loss_curves(store, order, out)
     return {k: p for k, p in plots.items() if p is not None}
