@@ -266,4 +266,7 @@ def test_builtin_check_params_accept_the_shipped_suites_without_data_or_weights(
     # coco-finetune names a CSV and pretrained weights that are not on this machine: validate passes.
     registry = Registry(load_entrypoints=False)
     for path in sorted(SUITES.glob("*.yaml")):
-        assert expand(load_suite(path), source=str(path), registry=registry)
+        suite = load_suite(path)
+        if suite.requires:  # needs third-party plugins: test_e2e validates it with them installed
+            continue
+        assert expand(suite, source=str(path), registry=registry)
