@@ -82,8 +82,10 @@ def test_two_workers_match_one_process_and_store_the_same_job(tmp_path):
     assert r2["env"]["workers_per_job"] == 2 and r1["env"]["workers_per_job"] == 1
     assert len(r2["env"]["peak_rss_mb_per_worker"]) == 2 and r2["env"]["torch_threads"] == 1
     assert not any("rss" in k or "worker" in k for k in r2["metrics"]["train"])
-    logged = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines() if '"step"' in line]
+    logged = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert [rec["step"] for rec in logged] == [1, 2, 3]  # rank 0's log only
+    probes = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines() if '"probe"' in line]
+    assert [rec["step"] for rec in probes] == [0, 1, 2, 3]  # rank 0 probes (3 steps: 0, 1, 2, 2, 3 -> a set)
 
 
 @pytest.mark.slow
