@@ -75,6 +75,16 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=100, metadata={"Software": None})
 
 
+def _save_unique(fig, out: Path, base: str, used: set[str]) -> str:
+    """Save ``fig`` as ``<base>.png`` (``_`` appended until the name is new in ``used``); returns the file name."""
+    name = base
+    while name in used:
+        name += "_"
+    used.add(name)
+    _save(fig, out / f"{name}.png")
+    return f"{name}.png"
+
+
 def _colors(objectives: list[str]) -> dict[str, str]:
     return {o: COLORS[i % len(COLORS)] for i, o in enumerate(objectives)}
 
@@ -299,12 +309,8 @@ def pca_plots(store: RunStore, order: list[str], out: Path) -> list[Plot]:
             ax.set_xlabel("PC 1", fontsize=LEGEND_SIZE)
             ax.set_ylabel("PC 2", fontsize=LEGEND_SIZE)
             ax.legend(fontsize=LEGEND_SIZE - 1, loc="best", markerscale=2)
-        name = f"pca_{_slug(dataset)}_{_slug(encoder)}"
-        while name in used:
-            name += "_"
-        used.add(name)
-        _save(fig, out / f"{name}.png")
-        plots.append(Plot(f"{name}.png", f"PCA of embeddings: {dataset} · {encoder}",
+        name = _save_unique(fig, out, f"pca_{_slug(dataset)}_{_slug(encoder)}", used)
+        plots.append(Plot(name, f"PCA of embeddings: {dataset} · {encoder}",
                           "First two principal components of one seed's image-tower and pair-tower (text, or the second "
                           "image tower in the same-modality control) embeddings, fitted on both together."))
     return plots
@@ -398,12 +404,8 @@ def probe_curves(store: RunStore, order: list[str], out: Path) -> list[Plot]:
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
         _legend(axes[len(attributes) - 1], len(order))
-        name = f"probes_{_slug(dataset)}_{_slug(encoder)}"[:80]
-        while name in used:
-            name += "_"
-        used.add(name)
-        _save(fig, out / f"{name}.png")
-        plots.append(Plot(f"{name}.png", f"When each attribute is learned: {dataset} · {encoder}",
+        name = _save_unique(fig, out, f"probes_{_slug(dataset)}_{_slug(encoder)}"[:80], used)
+        plots.append(Plot(name, f"When each attribute is learned: {dataset} · {encoder}",
                           "Linear-probe accuracy of the image tower's embeddings on a probe set from the training "
                           "distribution, before training and after 1/4, 1/2, 3/4 and all steps (mean over seeds)."))
     return plots
