@@ -7,6 +7,10 @@ positive pair removed from the denominator. With s = exp(logit_scale) = 1 / temp
     l_i^{y->x} = -s x_i.y_i + log sum_{j != i} exp(s y_i.x_j)
     loss = (mean_i l_i^{x->y} + mean_i l_i^{y->x}) / 2
 
+Negatives are cross-modal only: the other modality's embeddings of the batch's other pairs
+(j != i). SimCLR-style DCL over two augmented views also counts the same view's other samples
+(x_i.x_k, k != i) as negatives; this two-tower form does not.
+
 Temperature fixed at 0.1 by default, as in the paper. With N = 1 the negative set is empty and the
 loss undefined: it raises ``ValueError``.
 """
@@ -23,7 +27,8 @@ from harness.builtin.losses.terms import full_precision, prepare_features
 class DclLoss(TemperatureLoss):
     """Decoupled contrastive loss (Yeh et al. 2022): InfoNCE without the positive in the denominator.
 
-    Terms: ``contrastive`` (both directions averaged). Temperature fixed at 0.1 by default.
+    Terms: ``contrastive`` (both directions averaged). Negatives are the other modality's embeddings
+    only (no same-modality negatives, unlike SimCLR's two-view form). Temperature fixed at 0.1 by default.
     Needs a batch of at least 2 (with one pair there are no negatives).
     """
 
