@@ -229,3 +229,20 @@ def test_evaluate_reruns_from_saved_embeddings(toy, tmp_path):
     after = json.loads((job_dir / "result.json").read_text())
     assert after["metrics"]["toy_meancos"] == before["metrics"]["toy_meancos"]
     assert not math.isclose(after["metrics"]["toy_meancos"]["mean_cos"], 123.0)
+
+
+def test_progress_line_shows_the_main_score_the_leaderboard_ranks_by():
+    """The console line quotes the zero-shot evaluation's declared aggregate (mean over attribute
+    tasks), not a mean over every set, so it matches the leaderboard's main score."""
+    from harness.executors import describe
+
+    metrics = {
+        "gap": {"centroid_distance": 0.25},
+        "zeroshot_classification": {"shape": {"top1": 0.8}, "colour": {"top1": 1.0},
+                                    "shape_colour": {"top1": 0.3}, "mean_top1": 0.9},
+    }
+    line = describe({"status": "ok", "metrics": metrics, "env": {"wall_time_s": 12.4}})
+    assert line == "ok: gap 0.250, zero-shot 0.900, 12s"
+    del metrics["zeroshot_classification"]["mean_top1"]  # an evaluation without the aggregate: mean of its sets
+    assert "zero-shot 0.700" in describe({"status": "ok", "metrics": metrics, "env": {}})
+    assert describe({"status": "failed", "error": "boom"}) == "failed: boom"

@@ -89,7 +89,9 @@ def describe(result: dict[str, Any]) -> str:
         parts.append(f"gap {gap['centroid_distance']:.3f}")
     zs = m.get("zeroshot_classification", {})
     tops = [v["top1"] for v in zs.values() if isinstance(v, dict) and "top1" in v]
-    if tops:
+    if isinstance(zs.get("mean_top1"), (int, float)):  # the evaluation's main score, as the leaderboard shows it
+        parts.append(f"zero-shot {zs['mean_top1']:.3f}")
+    elif tops:
         parts.append(f"zero-shot {sum(tops) / len(tops):.3f}")
     parts.append(f"{result.get('env', {}).get('wall_time_s', 0):.0f}s")
     return "ok: " + ", ".join(parts)
