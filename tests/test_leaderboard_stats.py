@@ -24,6 +24,8 @@ TOP1 = {"key": "*.top1", "higher_is_better": True, "description": "zero-shot top
 R1 = {"key": "*.image_to_text_r1", "higher_is_better": True, "description": "image→text R@1 (mean over sets)"}
 PROBE = {"key": "*.accuracy", "higher_is_better": True, "description": "linear-probe accuracy (mean over sets)"}
 DECLARED = {"zeroshot_classification": TOP1, "retrieval": R1, "linear_probe": PROBE}
+MEAN_TOP1 = {"zeroshot_classification": {"key": "mean_top1", "higher_is_better": True, "description": "zero-shot top-1, mean over attribute tasks"},
+             "retrieval": R1, "linear_probe": PROBE}
 
 
 def job(root: Path, job_id: str, objective: str, seed: int, metrics: dict, *, dataset: str = "shapes", encoder: str = "tiny",
@@ -354,6 +356,30 @@ def test_tuning_jobs_go_to_tuning_csv_not_results(tmp_path):
         d.rmdir()
     build_leaderboard(root, out=out)
     assert not (out / "tuning.csv").exists() and not (out / "tuning.png").exists()
+
+
+def test_tuning_without_tune_metric_scores_trials_by_the_declared_main_score(tmp_path):
+    """A suite that leaves tune.metric to its default (gap-tuned does) selects by each job's declared
+    main score; tuning.csv, the tuning table and the plot must show that score, not blanks."""
+    root = tmp_path / "runs"
+    scores = {1e-4: 0.40, 1e-3: 0.60, 1e-2: 0.50}
+    for n, (lr, top1) in enumerate(scores.items()):
+        metrics = {"zeroshot_classification": {"shape": {"top1": top1 - 0.1}, "colour": {"top1": top1 + 0.1}, "mean_top1": top1}}
+        job(root, f"t{n}", "clip", 0, metrics, main_scores=MEAN_TOP1,
+            job_extra={"stage": "tune", "split": "validation", "trial": {"train.lr": lr}, "train": {"lr": lr},
+                       "tuning": {"trials": 3, "seeds": [0], "metric": None}})
+    for seed in range(2):
+        job(root, f"f{seed}", "clip", seed, downstream(0.5, 0.9, 0.1, 0.5), main_scores=MEAN_TOP1,
+            job_extra={"train": {"lr": 1e-3}, "tuned": {"train.lr": 1e-3},
+                       "tuning": {"trials": 3, "seeds": [0], "metric": None, "validation_score": 0.6}})
+    out = build_leaderboard(root, out=tmp_path / "lb")
+    tuning = pd.read_csv(out / "tuning.csv").set_index("trial.train.lr")
+    assert (tuning["metric"] == "zeroshot_classification.mean_top1").all()
+    assert tuning["score"].to_dict() == pytest.approx(scores)
+    readme = (out / "README.md").read_text()
+    table = readme.split("### Tuning: chosen values and budget\n\n", 1)[1].split("\n\n", 1)[0]
+    assert [c.strip() for c in table.splitlines()[2].split("|")[1:-1]] == ["clip", "0.001", "3", "0", "zeroshot_classification.mean_top1"]
+    assert (out / "tuning.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # --- the index --------------------------------------------------------------------------------------

@@ -140,20 +140,16 @@ def tuning_frame(store):
 
     import pandas as pd
 
+    from harness.leaderboard.aggregate import tuning_scores
     from harness.leaderboard.load import ID_COLUMNS, LR_COLUMN
 
     frame = store.tuning_frame()
     keys = list(dict.fromkeys(k for r in store.tuning for k in r.trial))
-    final_metric = {}
-    for r in store.runs:
-        if r.tuning.get("metric"):
-            final_metric.setdefault((r.dataset, r.encoder, r.objective), r.tuning["metric"])
     extra = {f"trial.{k}": [r.trial.get(k) for r in store.tuning] for k in keys}
-    metric = [r.tuning.get("metric") or final_metric.get((r.dataset, r.encoder, r.objective)) or "" for r in store.tuning]
-    score = [r.values.get(m, math.nan) if m else math.nan for r, m in zip(store.tuning, metric)]
+    metric, score = zip(*tuning_scores(store))
     lead = frame[ID_COLUMNS + [LR_COLUMN]]
     rest = frame.drop(columns=ID_COLUMNS + [LR_COLUMN])
-    middle = pd.DataFrame({**extra, "metric": metric, "score": score}, index=frame.index)
+    middle = pd.DataFrame({**extra, "metric": list(metric), "score": list(score)}, index=frame.index)
     return pd.concat([lead, middle, rest], axis=1)
 
 

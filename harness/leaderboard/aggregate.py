@@ -295,3 +295,28 @@ def aggregate(store: RunStore) -> Aggregate:
     return Aggregate(results=results, summary=summary.reset_index(drop=True), tables=tables, pairwise=pair,
                      references=pd.DataFrame(ref_rows, columns=REFERENCE_COLUMNS).astype({"n": "Int64"}),
                      table_frame=pd.DataFrame(table_rows, columns=TABLE_COLUMNS))
+
+
+def tuning_scores(store: RunStore) -> list[tuple[str, float]]:
+    """(metric, validation score) of each tuning job of ``store.tuning``, as the runner selected by.
+
+    The metric is the suite's ``tune.metric`` (recorded on the jobs) or, when the suite left it to
+    the default, the job's declared main score: the first declaration with values, a ``*`` pattern
+    averaged over its matching columns (``harness.tuning.trial_score``). ("", nan) when none applies.
+    """
+    final_metric: dict[tuple[str, str, str], str] = {}
+    for r in store.runs:
+        if r.tuning.get("metric"):
+            final_metric.setdefault((r.dataset, r.encoder, r.objective), r.tuning["metric"])
+    out = []
+    for r in store.tuning:
+        metric = r.tuning.get("metric") or final_metric.get((r.dataset, r.encoder, r.objective)) or ""
+        patterns = [metric] if metric else [d.pattern for d in r.declarations]
+        for pattern in patterns:
+            values = [v for c, v in r.values.items() if matches(pattern, c) and math.isfinite(v)]
+            if values:
+                out.append((pattern, sum(values) / len(values)))
+                break
+        else:
+            out.append((metric, math.nan))
+    return out

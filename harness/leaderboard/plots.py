@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard.aggregate import Aggregate
+from harness.leaderboard.aggregate import Aggregate, tuning_scores
 from harness.leaderboard.load import Metric, Run, RunStore
 
 MAX_POINTS = 400  # per tower in a PCA panel
@@ -201,25 +201,16 @@ def cd_diagram(agg: Aggregate, out: Path) -> Plot | None:
 
 def tuning_plot(store: RunStore, order: list[str], out: Path) -> Plot | None:
     """Validation score against learning rate for each objective's tuning trials (log x)."""
-    final_metric: dict[tuple[str, str, str], str] = {}
     chosen: dict[tuple[str, str, str], float] = {}
     for r in store.runs:
-        key = (r.dataset, r.encoder, r.objective)
-        if r.tuning.get("metric"):
-            final_metric.setdefault(key, r.tuning["metric"])
         lr = r.tuned.get("train.lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
-            chosen.setdefault(key, float(lr))
+            chosen.setdefault((r.dataset, r.encoder, r.objective), float(lr))
     points: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
     metric_names: dict[tuple[str, str], set[str]] = {}
-    for r in store.tuning:
+    for r, (metric, v) in zip(store.tuning, tuning_scores(store)):
         lr = r.trial.get("train.lr")
-        key = (r.dataset, r.encoder, r.objective)
-        metric = r.tuning.get("metric") or final_metric.get(key)
-        if r.status != "ok" or not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 or not metric:
-            continue
-        v = r.values.get(metric, math.nan)
-        if not math.isfinite(v):
+        if r.status != "ok" or not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 or not math.isfinite(v):
             continue
         points.setdefault((r.dataset, r.encoder), {}).setdefault(r.objective, []).append((float(lr), v))
         metric_names.setdefault((r.dataset, r.encoder), set()).add(metric)

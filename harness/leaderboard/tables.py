@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.leaderboard.aggregate import Aggregate, MainScore, TableStats
+from harness.leaderboard.aggregate import Aggregate, MainScore, TableStats, tuning_scores
 from harness.leaderboard.load import Metric, RunStore
 from harness.leaderboard.stats import ALPHA, POWER
 
@@ -230,6 +230,7 @@ def tuning_table(store: RunStore, dataset: str, encoder: str, order: list[str]) 
     tune_runs = [r for r in store.tuning if (r.dataset, r.encoder) == (dataset, encoder)]
     if not finals and not tune_runs:
         return None
+    selected_by = {id(r): m for r, (m, _) in zip(store.tuning, tuning_scores(store))}
     keys = list(dict.fromkeys(k for r in finals for k in r.tuned)) or list(dict.fromkeys(k for r in tune_runs for k in r.trial))
     objectives = [o for o in order if any(r.objective == o for r in finals + tune_runs)]
     objectives += sorted({r.objective for r in finals + tune_runs} - set(objectives))
@@ -242,6 +243,7 @@ def tuning_table(store: RunStore, dataset: str, encoder: str, order: list[str]) 
         declared = Counter(r.tuning.get("trials") for r in mine if r.tuning.get("trials") is not None)
         seeds = Counter(tuple(r.tuning.get("seeds") or ()) for r in mine if r.tuning.get("seeds"))
         metric = Counter(r.tuning.get("metric") for r in mine if r.tuning.get("metric"))
+        metric = metric or Counter(selected_by[id(r)] for r in tune_runs if r.objective == o and selected_by[id(r)])
         budget = declared.most_common(1)[0][0] if declared else None
         cells = [Cell(o)] + [Cell(_fmt_value(chosen[k]) if k in chosen else "—",
                                   float(chosen[k]) if isinstance(chosen.get(k), (int, float)) and not isinstance(chosen.get(k), bool) else None)
