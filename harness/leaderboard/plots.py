@@ -107,6 +107,11 @@ def _wrap(text: str, width: int = 48) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
+def _title(text: str, width: int = 60) -> str:
+    """A panel title wrapped to the panel's width (long dataset/encoder labels ran off the figure)."""
+    return _wrap(_text(text, 240), width)
+
+
 def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metric], order: list[str], out: Path) -> Plot | None:
     gap_col = _centroid_column(metrics)
     if gap_col is None:
@@ -134,7 +139,7 @@ def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metri
         rule = agg.main_scores.get((dataset, encoder))
         ylabel = f"main score {rule.arrow}: {rule.description}" if rule else "main score"
         ax.set_ylabel(_text(_wrap(ylabel, 44)), fontsize=LABEL_SIZE)
-        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
+        ax.set_title(_title(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
         ax.tick_params(labelsize=LEGEND_SIZE + 1)
         ax.grid(alpha=0.3)
         _legend(ax, len(present))
@@ -191,8 +196,8 @@ def cd_diagram(agg: Aggregate, out: Path) -> Plot | None:
         ax.spines["top"].set_bounds(1, k)
         ax.tick_params(labelsize=LEGEND_SIZE + 1)
         p = "n/a" if math.isnan(fr.p_value) else (f"{fr.p_value:.3f}" if fr.p_value >= 0.001 else f"{fr.p_value:.1e}")
-        ax.set_title(_text(f"{t.dataset} · {t.encoder}: mean rank over {len(fr.tasks)} tasks (1 = best); "
-                           f"Friedman p = {p}"), fontsize=TITLE_SIZE)
+        ax.set_title(_title(f"{t.dataset} · {t.encoder}: mean rank over {len(fr.tasks)} tasks (1 = best); "
+                            f"Friedman p = {p}", 90), fontsize=TITLE_SIZE)
     _save(fig, out / "cd_diagram.png")
     return Plot("cd_diagram.png", "Critical-difference diagram",
                 "Mean rank of each objective over the table's tasks (1 = best; Demsar 2006). A thick bar joins "
@@ -231,7 +236,7 @@ def tuning_plot(store: RunStore, order: list[str], out: Path) -> Plot | None:
         ax.set_xlabel("learning rate (train.lr, log scale)", fontsize=LABEL_SIZE)
         metric = ", ".join(sorted(metric_names[(dataset, encoder)]))
         ax.set_ylabel(_text(_wrap(f"validation score: {metric}", 40)), fontsize=LABEL_SIZE)
-        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
+        ax.set_title(_title(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
         ax.tick_params(labelsize=LEGEND_SIZE + 1)
         ax.grid(alpha=0.3, which="both")
         _legend(ax, len(per))
@@ -344,7 +349,7 @@ def loss_curves(store: RunStore, order: list[str], out: Path) -> Plot | None:
             ax.plot(steps, losses, color=colors[objective], alpha=0.7, linewidth=1.2, label=label)
         ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
         ax.set_ylabel("training loss (sum of the terms)", fontsize=LABEL_SIZE)
-        ax.set_title(_text(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
+        ax.set_title(_title(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
         ax.grid(alpha=0.3)
         _legend(ax, len(seen))
     _save(fig, out / "loss_curves.png")
