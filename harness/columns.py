@@ -8,7 +8,7 @@ Main scores, the tuning metric and the leaderboard all name columns this way.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def flatten(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], float]]:
@@ -32,3 +32,19 @@ def pattern_values(metrics: dict[str, Any], pattern: str) -> list[float]:
     """The finite values of every column of ``metrics`` (a job's nested metrics) matching ``pattern``."""
     values = [v for keys, v in flatten(metrics) if matches(pattern, ".".join(keys))]
     return [v for v in values if math.isfinite(v)]
+
+
+def first_mean(columns: Iterable[tuple[str, float]], patterns: Iterable[str]) -> tuple[int, float] | None:
+    """(index, mean) of the first of ``patterns`` (taken in order, lazily) that matches a finite value
+    among ``columns`` ((dotted column, value) pairs), the mean over its matching finite values; None
+    when no pattern does.
+
+    The one rule by which a tuning trial is scored (``harness.tuning.trial_score``) and by which the
+    leaderboard shows that score (``harness.leaderboard.aggregate.tuning_scores``).
+    """
+    columns = list(columns)
+    for i, pattern in enumerate(patterns):
+        values = [v for c, v in columns if matches(pattern, c) and math.isfinite(v)]
+        if values:
+            return i, sum(values) / len(values)
+    return None

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from harness.columns import pattern_values
+from harness.columns import first_mean, flatten
 from harness.config import Seed, Strict, TrainConfig
 from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
@@ -164,16 +164,13 @@ def trial_score(result: dict[str, Any] | None, metric: str | None) -> tuple[floa
     """
     if not result or result.get("status") != "ok":
         return None
-    metrics = result.get("metrics") or {}
+    columns = [(".".join(keys), v) for keys, v in flatten(result.get("metrics") or {})]
     if metric is not None:
-        values = pattern_values(metrics, metric)
-        hib = _direction(result, metric)
-        return (sum(values) / len(values), hib) if values else None
-    for name, decl in (result.get("main_scores") or {}).items():
-        values = pattern_values(metrics, f"{name}.{decl['key']}")
-        if values:
-            return sum(values) / len(values), bool(decl.get("higher_is_better", True))
-    return None
+        hit = first_mean(columns, [metric])
+        return (hit[1], _direction(result, metric)) if hit else None
+    decls = list((result.get("main_scores") or {}).items())
+    hit = first_mean(columns, (f"{name}.{decl['key']}" for name, decl in decls))
+    return (hit[1], bool(decls[hit[0]][1].get("higher_is_better", True))) if hit else None
 
 
 def _direction(result: dict[str, Any], metric: str) -> bool:

@@ -103,3 +103,21 @@ def test_a_dataset_without_a_validation_split_cannot_be_tuned(fake_registry):
             "train": {"steps": 1}, "evaluations": ["fake_gap"], "tune": {"grid": {"train.lr": [0.1, 0.2]}}}
     with pytest.raises(HarnessError, match="dataset 'fake_shapes' \\(datasets\\[0\\]\\) has no validation split"):
         expand_grid(parse_suite(data))
+
+
+def test_trial_score_and_the_leaderboard_share_one_rule_checked_by_hand():
+    """First declaration with a finite value wins; a '*' pattern averages its finite matches."""
+    from harness.columns import first_mean
+
+    metrics = {"retrieval": {"a": {"r1": float("nan")}},
+               "zeroshot_classification": {"shape": {"top1": 0.5}, "colour": {"top1": 0.9}, "size": {"top1": None}}}
+    result = {"status": "ok", "metrics": metrics,
+              "main_scores": {"retrieval": {"key": "*.r1", "higher_is_better": True},  # only NaN: skipped
+                              "zeroshot_classification": {"key": "*.top1", "higher_is_better": False},
+                              "broken": "never read: an earlier declaration has values"}}
+    assert trial_score(result, None) == (pytest.approx(0.7), False)
+    assert trial_score(result, "zeroshot_classification.shape.top1") == (0.5, True)
+    assert trial_score(result, "retrieval.*.r1") is None
+    columns = [("retrieval.a.r1", float("nan")), ("z.shape.top1", 0.5), ("z.colour.top1", 0.9)]
+    assert first_mean(columns, ["retrieval.*.r1", "z.*.top1", "z.shape.top1"]) == (1, pytest.approx(0.7))
+    assert first_mean(columns, ["missing.*"]) is None

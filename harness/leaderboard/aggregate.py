@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.columns import matches
+from harness.columns import first_mean, matches
 from harness.leaderboard.load import LR_COLUMN, Declaration, Metric, Run, RunStore
 from harness.leaderboard.stats import ALPHA, PAIRWISE_COLUMNS, Detectable, Friedman, detectable, friedman, pairwise, welch
 
@@ -302,7 +302,8 @@ def tuning_scores(store: RunStore) -> list[tuple[str, float]]:
 
     The metric is the suite's ``tune.metric`` (recorded on the jobs) or, when the suite left it to
     the default, the job's declared main score: the first declaration with values, a ``*`` pattern
-    averaged over its matching columns (``harness.tuning.trial_score``). ("", nan) when none applies.
+    averaged over its matching columns: ``harness.columns.first_mean``, the rule
+    ``harness.tuning.trial_score`` selects by. ("", nan) when none applies.
     """
     final_metric: dict[tuple[str, str, str], str] = {}
     for r in store.runs:
@@ -312,11 +313,6 @@ def tuning_scores(store: RunStore) -> list[tuple[str, float]]:
     for r in store.tuning:
         metric = r.tuning.get("metric") or final_metric.get((r.dataset, r.encoder, r.objective)) or ""
         patterns = [metric] if metric else [d.pattern for d in r.declarations]
-        for pattern in patterns:
-            values = [v for c, v in r.values.items() if matches(pattern, c) and math.isfinite(v)]
-            if values:
-                out.append((pattern, sum(values) / len(values)))
-                break
-        else:
-            out.append((metric, math.nan))
+        hit = first_mean(r.values.items(), patterns)
+        out.append((patterns[hit[0]], hit[1]) if hit else (metric, math.nan))
     return out
