@@ -72,6 +72,6 @@ def gap_metrics(image_emb, text_emb, seed: int = 0, **kwargs: Any) -> dict[str, 
 
 def gather_features(image_features, text_features):
     """All ranks' features (the local shard keeps its gradients); a no-op outside torch.distributed."""
-    from harness.builtin.losses.distributed import gather_features as _gather
+    from harness.distributed import gather_features as _gather
 
     return _gather(image_features, text_features)

@@ -135,7 +135,7 @@ def fetch_batch(pairs, idx: np.ndarray, rng: np.random.Generator, negatives: boo
 
 def step_inputs(encoder, batch, device, precision: str, extras: tuple[str, ...], step: int, steps: int):
     """``(image_features, text_features, extras_kwargs)`` for one loss call, the extras gathered across ranks."""
-    from harness.builtin.losses.distributed import gather_batch
+    from harness.distributed import gather_batch
 
     images, captions, negatives = batch
     with autocast(precision, device):
@@ -356,9 +356,9 @@ class GradCacheStep:
         fx, fy = F.normalize(raw_x, dim=-1), F.normalize(raw_y, dim=-1)
         neg = F.normalize(raw_n, dim=-1).view(rows, k, -1) if raw_n is not None else None
         available = {"step": step, "total_steps": steps, "image_raw": raw_x, "text_raw": raw_y, "text_negatives": neg}
-        from harness.builtin.losses.distributed import gather_batch
+        from harness.distributed import gather_batch
 
-        from harness.builtin.losses.distributed import gather_count
+        from harness.distributed import gather_count
 
         kwargs = gather_batch({name: available[name] for name in self.extras})
         gathered = gather_count()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.builtin.losses.distributed import gather_features
+from harness.distributed import gather_features
 
 ALL = ["clip", "cua", "cuaxu", "siglip", "cyclip", "dcl", "align_uniform"]
 NEEDS_PAIRS = {"cua", "cuaxu", "align_uniform", "dcl"}  # undefined for a batch of one

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from harness.builtin.losses.distributed import gather_features
+from harness.distributed import gather_features
 
 
 def as_float(t: Tensor) -> Tensor:
