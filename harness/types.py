@@ -10,6 +10,7 @@ sizes). Encoders turn an ``ImageBatch`` into model input with ``preprocess_image
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence, Union, runtime_checkable
 
@@ -21,6 +22,11 @@ ImageBatch = Union[np.ndarray, list]  # uint8 (N, H, W, 3) array, or a list of P
 # --------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------
+
+#: The largest logit scale a loss may use: log(100), open_clip's clamp of a learnable
+#: ``logit_scale`` (so 1 / temperature is at most 100). The one definition; plugins read it from
+#: ``harness.api``.
+MAX_LOGIT_SCALE: float = math.log(100.0)
 
 #: What a loss may ask for beyond the two embedding batches (its ``extras`` attribute), passed by
 #: the trainer as keyword arguments of ``forward``:
