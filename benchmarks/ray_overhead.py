@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from harness.executors.ray_executor import start_local_cluster
+    from harness.executors.ray_cluster import start_local_cluster
 
     suite = parse_suite(suite_data(args.jobs, args.cpus_per_job))
     jobs = expand(suite)

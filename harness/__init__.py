@@ -15,8 +15,7 @@ from typing import Any
 
 from harness.hookspecs import hookimpl
 from harness.types import Skip
-
-__version__ = "0.1.0"
+from harness.version import __version__  # noqa: F401 - harness.__version__
 __all__ = [
     "hookimpl",
     "Skip",

@@ -8,10 +8,13 @@ written again.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
+
+import pydantic
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from harness.errors import short_repr
 from harness.precision import Precision
 
 # Upper bounds generous enough for real use (a 32k CLIP batch, a long pre-training run, a large cluster).
@@ -160,6 +163,45 @@ def check_scale(train: TrainConfig, resources: Resources, where: str = "train") 
             f"resources.workers_per_job: {w} workers cannot split {where}.batch_size {train.batch_size} evenly "
             f"(each worker takes batch_size / workers_per_job pairs); use a divisor of the batch size"
         )
-    from harness.executors.ray_train import require_ray_train
+    from harness.optional import require_ray_train
 
     require_ray_train()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_PLUGIN_LISTS = ("objectives", "encoders", "datasets", "evaluations")
+
+
+def format_validation_error(exc: pydantic.ValidationError, source: str, prefix: str = "",
+                            known_fields: Callable[[list[str]], list[str]] | None = None) -> str:
+    """One line: ``source: field.path: what is expected (got value)``.
+
+    ``prefix`` names a train config validated on its own (``objectives[0].train``), whose unknown
+    keys are listed from ``TrainConfig``; otherwise ``known_fields(path)`` lists the keys allowed
+    in the mapping at ``path`` (the error's location without list indices and the unknown key).
+    """
+    err = exc.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        path = [str(part) for part in err["loc"][:-1] if not isinstance(part, int)]
+        if prefix:
+            known = list(TrainConfig.model_fields) if not path else []
+        else:
+            known = known_fields(path) if known_fields else []
+        msg = "unknown field" + (f"; expected one of: {', '.join(known)}" if known else "")
+    elif err["type"] == "model_type":
+        loc = err["loc"]
+        plugin = len(loc) == 2 and loc[0] in _PLUGIN_LISTS or len(loc) == 1 and loc[0] in _PLUGIN_LISTS
+        msg = "expected a plugin name or a mapping with name, params, label" if plugin else "expected a mapping"
+    got = err.get("input")
+    hidden = ("missing", "extra_forbidden")
+    shown = "" if err["type"] in hidden or isinstance(got, (dict, list)) else f" (got {short_repr(got)})"
+    loc = _loc(err["loc"])
+    loc = f"{prefix}.{loc}" if prefix and err["loc"] else (prefix or loc)
+    return f"{source}: {loc}: {msg}{shown}"

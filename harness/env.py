@@ -75,7 +75,7 @@ def device_name(device: torch.device) -> str:
 
 def env_info(device: torch.device | None = None) -> dict[str, Any]:
     device = device or torch.device("cpu")
-    from harness import __version__
+    from harness.version import __version__
 
     return {
         "harness_version": __version__,

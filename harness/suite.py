@@ -12,7 +12,6 @@ for a ``float``), so equal settings spelled differently give the same job id.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +19,17 @@ from collections import Counter
 from typing import Annotated, Any, Literal
 
 import pydantic
-import yaml
 from pydantic import Field, field_validator
 
-from harness.config import Resources, Seed, Strict, TrainConfig, check_scale
+from harness.config import Resources, Seed, Strict, TrainConfig, check_scale, format_validation_error
 from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
+from harness.suite_yaml import read_suite_text, read_yaml
 from harness.tuning import TuneConfig
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 DEFAULT_EVALUATIONS = ["gap", "zeroshot_classification", "retrieval", "arithmetic", "linear_probe"]
 DISTRIBUTION_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$"  # a PEP 508 project name
-MAX_FILE_BYTES = 1 << 20  # a suite is a page of YAML; a bigger file is not a suite
-MAX_VALUES = 100_000  # values in a suite after YAML aliases are expanded
-MAX_DEPTH = 32
-MAX_STRING = 4096
-MAX_INT_BITS = 63
 
 
 def _as_ref(v: Any) -> Any:
@@ -109,40 +103,8 @@ class Suite(Strict):
         return TrainConfig.model_validate({**base, **override})
 
 
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-_PLUGIN_LISTS = ("objectives", "encoders", "datasets", "evaluations")
-
-
-def format_validation_error(exc: pydantic.ValidationError, source: str, prefix: str = "") -> str:
-    """One line: ``source: field.path: what is expected (got value)``."""
-    err = exc.errors()[0]
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        known = _known_fields(err["loc"], prefix)
-        msg = "unknown field" + (f"; expected one of: {', '.join(known)}" if known else "")
-    elif err["type"] == "model_type":
-        loc = err["loc"]
-        plugin = len(loc) == 2 and loc[0] in _PLUGIN_LISTS or len(loc) == 1 and loc[0] in _PLUGIN_LISTS
-        msg = "expected a plugin name or a mapping with name, params, label" if plugin else "expected a mapping"
-    got = err.get("input")
-    hidden = ("missing", "extra_forbidden")
-    shown = "" if err["type"] in hidden or isinstance(got, (dict, list)) else f" (got {short_repr(got)})"
-    loc = _loc(err["loc"])
-    loc = f"{prefix}.{loc}" if prefix and err["loc"] else (prefix or loc)
-    return f"{source}: {loc}: {msg}{shown}"
-
-
-def _known_fields(loc: tuple, prefix: str) -> list[str]:
-    """The allowed keys of the mapping an unknown key was found in (for the error message)."""
-    path = [part for part in loc[:-1] if not isinstance(part, int)]
-    if prefix:  # an objective's train overrides
-        return list(TrainConfig.model_fields) if not path else []
+def _known_fields(path: list[str]) -> list[str]:
+    """The allowed keys of the suite mapping at ``path`` (an unknown key was found there)."""
     if not path:
         return list(Suite.model_fields)
     nested = {"train": TrainConfig, "resources": Resources, "objectives": ObjectiveRef, "tune": TuneConfig,
@@ -160,127 +122,13 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     try:
         return Suite.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise HarnessError(format_validation_error(exc, source)) from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` (same safety: plain data only) that rejects a key given twice in a mapping.
-
-    PyYAML silently keeps the last of two ``train:`` blocks; for a suite that is always a mistake.
-    """
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (a key may appear once per mapping)", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(text: str, source: str) -> Any:
-    """Parse YAML text (safe loader: plain data only) and check its size; one-line ``HarnessError``s.
-
-    After parsing, ``check_data`` bounds what the rest of the harness will see (so no later step,
-    an error message, a job id, a plugin, ever expands a billion-laughs alias tree).
-    """
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        kind = "YAML syntax error" if isinstance(exc, (yaml.scanner.ScannerError, yaml.parser.ParserError)) else "invalid YAML"
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
-        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and cmark and mark and cmark.line != mark.line:
-            problem += f" ({context} at line {cmark.line + 1})"
-        raise HarnessError(f"{source}: {kind}{where}: {problem}") from None
-    except RecursionError:
-        raise HarnessError(f"{source}: YAML nested too deeply") from None
-    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4300 digits
-        raise HarnessError(f"{source}: invalid YAML: a value cannot be read ({short_repr(str(exc), 80)})") from None
-    check_data(data, source)
-    return data
-
-
-def check_data(data: Any, source: str) -> None:
-    """Refuse data no suite needs, in time linear in the YAML document (aliases are not expanded).
-
-    At most ``MAX_VALUES`` values once aliases are expanded, ``MAX_DEPTH`` levels, strings of at most
-    ``MAX_STRING`` characters, integers within 64 bits, finite floats, and no structure that
-    contains itself. The first problem raises ``HarnessError`` naming its path.
-    """
-    sizes: dict[int, int] = {}  # id of a list/dict -> its expanded size (aliases share objects)
-    open_: set[int] = set()
-
-    def fail(path: str, what: str) -> None:
-        raise HarnessError(f"{source}: {path or '(top level)'}: {what}")
-
-    def measure(node: Any, path: str, depth: int) -> int:
-        if depth > MAX_DEPTH:
-            fail(path, f"nested more than {MAX_DEPTH} levels deep")
-        if isinstance(node, (dict, list)):
-            key = id(node)
-            if key in open_:
-                fail(path, "a YAML alias makes this structure contain itself")
-            if key in sizes:
-                return sizes[key]
-            open_.add(key)
-            total = 1
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for k, v in items:
-                sub = f"{path}.{k}" if isinstance(node, dict) and isinstance(k, str) else f"{path}[{short_repr(k, 20)}]"
-                if isinstance(node, dict):
-                    total += measure(k, sub, depth + 1)
-                total += measure(v, sub.lstrip("."), depth + 1)
-                if total > MAX_VALUES:
-                    fail(path, f"the suite expands to more than {MAX_VALUES:,} values (YAML aliases?)")
-            open_.discard(key)
-            sizes[key] = total
-            return total
-        if isinstance(node, bool) or node is None:
-            return 1
-        if isinstance(node, int) and node.bit_length() > MAX_INT_BITS:
-            fail(path, f"integer too large (more than {MAX_INT_BITS} bits): {short_repr(node)}")
-        if isinstance(node, float) and not math.isfinite(node):
-            fail(path, f"expected a finite number, got {node}")
-        if isinstance(node, str) and len(node) > MAX_STRING:
-            fail(path, f"string longer than {MAX_STRING} characters ({short_repr(node, 30)})")
-        return 1
-
-    measure(data, "", 0)
+        raise HarnessError(format_validation_error(exc, source, known_fields=_known_fields)) from None
 
 
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; every problem is a one-line ``HarnessError``."""
-    path = Path(path)
-    try:
-        if not path.exists():
-            raise HarnessError(f"{path}: no such suite file")
-        if path.is_dir():
-            raise HarnessError(f"{path}: is a directory, expected a suite YAML file")
-        if not path.is_file():
-            raise HarnessError(f"{path}: not a regular file, expected a suite YAML file")
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise HarnessError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise HarnessError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB; a suite is a short YAML file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HarnessError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); save the file as UTF-8") from None
-    return parse_suite(read_yaml(text, str(path)), str(path))
+    return parse_suite(read_yaml(read_suite_text(path), str(path)), str(path))
+
 
 
 def _spec(kind: str, ref: PluginRef, field: str, registry) -> PluginSpec:

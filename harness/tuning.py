@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from harness.columns import first_mean, flatten
-from harness.config import Seed, Strict, TrainConfig
+from harness.config import Seed, Strict, TrainConfig, format_validation_error
 from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
 
@@ -92,8 +92,6 @@ def apply_trial(trial: dict[str, Any], spec: PluginSpec, train: dict[str, Any], 
     try:
         cfg = TrainConfig.model_validate(train)
     except ValueError as exc:  # pydantic.ValidationError: a grid value the train config refuses
-        from harness.suite import format_validation_error
-
         raise HarnessError(format_validation_error(exc, "", prefix=f"{where}.train")[2:]) from None
     return PluginSpec(spec.name, resolved, label=spec.display), cfg.model_dump()
 

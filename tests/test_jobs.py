@@ -231,18 +231,21 @@ def test_evaluate_reruns_from_saved_embeddings(toy, tmp_path):
     assert not math.isclose(after["metrics"]["toy_meancos"]["mean_cos"], 123.0)
 
 
-def test_progress_line_shows_the_main_score_the_leaderboard_ranks_by():
-    """The console line quotes the zero-shot evaluation's declared aggregate (mean over attribute
-    tasks), not a mean over every set, so it matches the leaderboard's main score."""
+def test_progress_line_shows_the_main_scores_the_evaluations_declare():
+    """The console line quotes each evaluation's declared main score, read as the leaderboard reads
+    it (a ``*`` pattern is the mean of its matches), not a metric the executor names itself."""
     from harness.executors import describe
 
     metrics = {
         "gap": {"centroid_distance": 0.25},
         "zeroshot_classification": {"shape": {"top1": 0.8}, "colour": {"top1": 1.0},
                                     "shape_colour": {"top1": 0.3}, "mean_top1": 0.9},
+        "retrieval": {"a": {"image_to_text_r1": 0.2}, "b": {"image_to_text_r1": 0.4}},
     }
-    line = describe({"status": "ok", "metrics": metrics, "env": {"wall_time_s": 12.4}})
-    assert line == "ok: gap 0.250, zero-shot 0.900, 12s"
-    del metrics["zeroshot_classification"]["mean_top1"]  # an evaluation without the aggregate: mean of its sets
-    assert "zero-shot 0.700" in describe({"status": "ok", "metrics": metrics, "env": {}})
+    declared = {"zeroshot_classification": {"key": "mean_top1"}, "retrieval": {"key": "*.image_to_text_r1"}}
+    line = describe({"status": "ok", "metrics": metrics, "main_scores": declared, "env": {"wall_time_s": 12.4}})
+    assert line == "ok: zeroshot_classification 0.900, retrieval 0.300, 12s"
+    del metrics["zeroshot_classification"]["mean_top1"]  # a declared score that is missing is left out
+    assert describe({"status": "ok", "metrics": metrics, "main_scores": declared, "env": {}}) == "ok: retrieval 0.300, 0s"
+    assert describe({"status": "ok", "metrics": metrics, "main_scores": {"x": "junk"}, "env": {}}) == "ok: 0s"
     assert describe({"status": "failed", "error": "boom"}) == "failed: boom"

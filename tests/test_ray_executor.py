@@ -28,7 +28,7 @@ from harness.suite import expand, load_suite, parse_suite
 
 ray = pytest.importorskip("ray", reason="the Ray executor tests need the ray extra: pip install 'contrastive-harness[ray]'")
 
-from harness.executors import ray_executor  # noqa: E402  (after the skip: it is only usable with ray)
+from harness.executors import ray_cluster, ray_executor  # noqa: E402  (after the skip: it is only usable with ray)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "suites" / "smoke.yaml"
@@ -84,19 +84,19 @@ def job(**over) -> Job:
 def test_resource_check_names_the_field_and_what_the_cluster_has():
     one_cpu_box = [{"CPU": 2.0}]
     with pytest.raises(HarnessError) as exc:
-        ray_executor.check_resources({"gpus_per_job": 1, "cpus_per_job": 1}, one_cpu_box)
+        ray_cluster.check_resources({"gpus_per_job": 1, "cpus_per_job": 1}, one_cpu_box)
     msg = str(exc.value)
     assert msg.startswith("resources.gpus_per_job: the suite asks for 1 GPU(s) per job but the Ray cluster has 0 GPU(s);")
     assert "\n" not in msg
     with pytest.raises(HarnessError, match=r"^resources\.cpus_per_job: .* asks for 4 CPU\(s\) .* has 2 CPU\(s\);"):
-        ray_executor.check_resources({"gpus_per_job": 0, "cpus_per_job": 4}, one_cpu_box)
+        ray_cluster.check_resources({"gpus_per_job": 0, "cpus_per_job": 4}, one_cpu_box)
     two_nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 4.0}]
-    ray_executor.check_resources({"gpus_per_job": 0.5, "cpus_per_job": 8}, two_nodes)  # fits on node 1
-    ray_executor.check_resources({"gpus_per_job": 4, "cpus_per_job": 2}, two_nodes)  # fits on node 2
+    ray_cluster.check_resources({"gpus_per_job": 0.5, "cpus_per_job": 8}, two_nodes)  # fits on node 1
+    ray_cluster.check_resources({"gpus_per_job": 4, "cpus_per_job": 2}, two_nodes)  # fits on node 2
     with pytest.raises(HarnessError, match=r"has 5 GPU\(s\) \(at most 4 on one node\)"):
-        ray_executor.check_resources({"gpus_per_job": 5, "cpus_per_job": 1}, two_nodes)
+        ray_cluster.check_resources({"gpus_per_job": 5, "cpus_per_job": 1}, two_nodes)
     with pytest.raises(HarnessError, match=r"^resources: no node .* both 4 CPU\(s\) and 2 GPU\(s\)"):
-        ray_executor.check_resources({"gpus_per_job": 2, "cpus_per_job": 4}, two_nodes)
+        ray_cluster.check_resources({"gpus_per_job": 2, "cpus_per_job": 4}, two_nodes)
 
 
 def test_missing_ray_is_a_one_line_harness_error(monkeypatch):
@@ -120,27 +120,27 @@ def test_failed_result_and_file_writing(tmp_path):
     assert result["status"] == "failed" and result["job"]["id"] == j.id and result["metrics"] == {}
     assert result["error"].startswith("WorkerCrashedError: the Ray task of this job failed (retried once): ")
     assert "\n" not in result["error"] and "WorkerCrashedError" in result["traceback"]
-    ray_executor.write_files(tmp_path, {"result.json": b"{}", "embeddings/a.npz": b"xy"})
+    ray_cluster.write_files(tmp_path, {"result.json": b"{}", "embeddings/a.npz": b"xy"})
     assert (tmp_path / "embeddings" / "a.npz").read_bytes() == b"xy"
     for bad in ("../escape", "/abs/path", "a/../../b"):
         with pytest.raises(ValueError, match="unsafe path"):
-            ray_executor.write_files(tmp_path, {bad: b""})
+            ray_cluster.write_files(tmp_path, {bad: b""})
 
 
 def test_address_parsing_and_an_unreachable_cluster():
-    assert ray_executor._host_port("127.0.0.1:6379") == ("127.0.0.1", 6379)
-    assert ray_executor._host_port("[::1]:6379") == ("::1", 6379)
-    assert ray_executor._host_port("auto") is None and ray_executor._host_port("ray://head:10001") is None
-    assert [ray_executor._is_loopback_host(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "localhost", "10.0.0.1", "head")] \
+    assert ray_cluster._host_port("127.0.0.1:6379") == ("127.0.0.1", 6379)
+    assert ray_cluster._host_port("[::1]:6379") == ("::1", 6379)
+    assert ray_cluster._host_port("auto") is None and ray_cluster._host_port("ray://head:10001") is None
+    assert [ray_cluster._is_loopback_host(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "localhost", "10.0.0.1", "head")] \
         == [True, True, True, True, False, False]
     with pytest.raises(HarnessError, match=r"^--address: cannot reach a Ray cluster at '127\.0\.0\.1:1' \(.*\); is it running\?$"):
-        ray_executor.join_cluster(ray, "127.0.0.1:1")  # port 1: nothing listens, refused at once
+        ray_cluster.join_cluster(ray, "127.0.0.1:1")  # port 1: nothing listens, refused at once
     assert not ray.is_initialized()
 
 
 def test_gpu_request_on_a_machine_without_gpus_exits_2_through_the_cli(tmp_path, monkeypatch, cli):
     """Checked against this machine before any Ray process starts: one line, exit code 2, nothing left."""
-    if ray_executor.local_resources()["GPU"] > 0:
+    if ray_cluster.local_resources()["GPU"] > 0:
         pytest.skip("this machine has a GPU")
     site = fakes.install(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))
@@ -301,7 +301,7 @@ def local_ray(tmp_path_factory):
     set_registry(Registry())
     if ray.is_initialized():
         ray.shutdown()
-    ray_executor.start_local_cluster(ray, num_cpus=2)
+    ray_cluster.start_local_cluster(ray, num_cpus=2)
     try:
         yield site
     finally:

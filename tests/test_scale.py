@@ -334,14 +334,14 @@ def test_workers_must_divide_an_objectives_own_batch_size(write_suite):
 
 
 def test_without_ray_train_a_suite_with_workers_exits_2_saying_what_to_install(write_suite, cli, monkeypatch):
-    from harness.executors import ray_train
+    from harness import optional
 
-    monkeypatch.setattr(ray_train, "RAY_TRAIN_MODULES", ray_train.RAY_TRAIN_MODULES + ("no_such_module_xyz",))
+    monkeypatch.setattr(optional, "RAY_TRAIN_MODULES", optional.RAY_TRAIN_MODULES + ("no_such_module_xyz",))
     path = str(write_suite(suite_text(resources=", workers_per_job: 2")))
     for argv in (("validate", path), ("run", path, "--out", str(path) + ".runs")):
         code, out, err = cli(*argv)
         assert code == 2
-        assert err.strip() == f"error: {path}: {ray_train.RAY_TRAIN_MISSING}"
+        assert err.strip() == f"error: {path}: {optional.RAY_TRAIN_MISSING}"
     code, _, err = cli("validate", str(write_suite(suite_text(), "plain.yaml")))  # no workers: no Ray needed
     assert code == 0, err
 
@@ -379,7 +379,7 @@ def test_worker_shares_of_a_jobs_resources():
 
 def test_backend_scaling_and_placement_checks():
     """nccl for workers with GPUs, gloo without; what ScalingConfig gets; whether W workers fit."""
-    from harness.executors import ray_executor, ray_train
+    from harness.executors import ray_cluster, ray_train
 
     assert ray_train.backend_for(0) == "gloo" and ray_train.backend_for(1) == "nccl" and ray_train.backend_for(0.5) == "nccl"
     gpu = Resources(cpus_per_job=8, workers_per_job=4, gpus_per_worker=1).model_dump()
@@ -387,13 +387,13 @@ def test_backend_scaling_and_placement_checks():
     cpu = Resources(cpus_per_job=2, workers_per_job=2).model_dump()
     assert ray_train.scaling(cpu) == {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 1.0}}
     two_nodes = [{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
-    ray_executor.check_resources(gpu, two_nodes)  # 2 + 2 workers of 1 GPU: spread over both nodes
+    ray_cluster.check_resources(gpu, two_nodes)  # 2 + 2 workers of 1 GPU: spread over both nodes
     with pytest.raises(HarnessError, match=r"^resources\.workers_per_job: a job's 5 workers of 1\.6 CPU\(s\) and 1 GPU\(s\) "
                                            r"each do not fit on the Ray cluster \(room for 4\);"):
-        ray_executor.check_resources(Resources(cpus_per_job=8, workers_per_job=5, gpus_per_worker=1).model_dump(), two_nodes)
-    ray_executor.check_resources(cpu, [{"CPU": 2.0}])
+        ray_cluster.check_resources(Resources(cpus_per_job=8, workers_per_job=5, gpus_per_worker=1).model_dump(), two_nodes)
+    ray_cluster.check_resources(cpu, [{"CPU": 2.0}])
     with pytest.raises(HarnessError, match="room for 1"):
-        ray_executor.check_resources(Resources(cpus_per_job=4, workers_per_job=2).model_dump(), [{"CPU": 3.0}])
+        ray_cluster.check_resources(Resources(cpus_per_job=4, workers_per_job=2).model_dump(), [{"CPU": 3.0}])
 
 
 def test_a_worker_on_a_gpu_gets_the_device_ray_gave_it(monkeypatch):

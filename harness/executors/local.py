@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from harness.config import workers_of
 from harness.errors import printable
-from harness.executors import Summary, acquire, describe, record
+from harness.executors.common import Summary, acquire, describe, record
 from harness.job import Job
 from harness.runner import run_job
 from harness.store import Store

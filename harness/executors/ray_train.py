@@ -22,7 +22,7 @@ a one-process job writes, which the driver commits to its store under the same j
 
 from __future__ import annotations
 
-import importlib.util
+import math
 import math
 import shutil
 import tempfile
@@ -32,33 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import worker_cpus, worker_gpus, workers_of
-from harness.errors import HarnessError, one_line
+from harness.errors import one_line
+from harness.executors.ray_cluster import (check_worker_resources, cluster_nodes, import_ray, local_resources,
+                                           start_local_cluster, write_files)
 from harness.job import Job
-
-RAY_TRAIN_MISSING = (
-    "resources.workers_per_job > 1 runs a job's workers on Ray Train, which is not installed: "
-    "pip install 'contrastive-harness[ray]' (it includes ray[train])"
-)
-# What ``import ray.train`` needs beyond ray itself (its __init__ refuses to load without pyarrow).
-RAY_TRAIN_MODULES = ("ray", "ray.train", "pyarrow", "pandas", "fsspec")
-
-
-def require_ray_train(full: bool = False) -> None:
-    """One-line ``HarnessError`` (exit 2) saying what to install when Ray Train is missing.
-
-    Cheap by default (the modules are found, nothing is imported: ``harness validate`` stays fast);
-    ``full`` imports ``ray.train.torch`` itself.
-    """
-    try:
-        if full:
-            import ray.train.torch  # noqa: F401
-        else:
-            for name in RAY_TRAIN_MODULES:
-                if importlib.util.find_spec(name) is None:
-                    raise ImportError(name)
-    except ImportError:
-        raise HarnessError(RAY_TRAIN_MISSING) from None
-
+from harness.optional import require_ray_train
 
 def backend_for(gpus_per_worker: float) -> str:
     """The ``torch.distributed`` backend of a job's workers: nccl when they hold GPUs, else gloo."""
@@ -72,31 +50,6 @@ def scaling(resources: dict[str, Any]) -> dict[str, Any]:
     if gpus > 0:
         per_worker["GPU"] = gpus
     return {"num_workers": workers_of(resources), "use_gpu": gpus > 0, "resources_per_worker": per_worker}
-
-
-def worker_slots(node: dict[str, float], cpus: float, gpus: float) -> int:
-    """How many workers of ``cpus`` CPUs and ``gpus`` GPUs one node holds."""
-    fits = [math.floor(node.get("CPU", 0.0) / cpus + 1e-9)] if cpus > 0 else []
-    if gpus > 0:
-        fits.append(math.floor(node.get("GPU", 0.0) / gpus + 1e-9))
-    return min(fits) if fits else 10**9
-
-
-def check_worker_resources(resources: dict[str, Any], nodes: list[dict[str, float]], where: str) -> None:
-    """Fail up front (one line naming the suite field) when the cluster cannot hold a job's workers.
-
-    A worker must fit on one node; the W workers of a job may spread over several. A request the
-    cluster can never satisfy would otherwise wait forever.
-    """
-    w, cpus, gpus = workers_of(resources), worker_cpus(resources), worker_gpus(resources)
-    room = sum(worker_slots(n, cpus, gpus) for n in nodes)
-    if room < w:
-        each = f"{cpus:g} CPU(s)" + (f" and {gpus:g} GPU(s)" if gpus else "")
-        raise HarnessError(
-            f"resources.workers_per_job: a job's {w} workers of {each} each do not fit on {where} "
-            f"(room for {room}); lower workers_per_job, cpus_per_job or gpus_per_worker, or join a larger "
-            f"cluster (--address)"
-        )
 
 
 class WorkerJobFailed(Exception):
@@ -195,7 +148,6 @@ def run_workers_task(job_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str
 def write_job(tmp: Path, job: Job, result: dict[str, Any], files: dict[str, bytes]) -> None:
     """A job's files into ``tmp`` (a store temporary directory), ``job.json`` and ``result.json``
     written from ``job`` and ``result`` when the workers did not send them."""
-    from harness.executors.ray_executor import write_files
     from harness.store import write_json_atomic
 
     write_files(tmp, files)
@@ -219,8 +171,6 @@ class LocalWorkers:
         self.started = False
 
     def _connect(self, job: Job):
-        from harness.executors.ray_executor import import_ray, local_resources, start_local_cluster
-
         if self.ray is None:
             require_ray_train(full=True)
             ray = import_ray()
@@ -233,8 +183,6 @@ class LocalWorkers:
                 start_local_cluster(ray, num_cpus=cpus, log_to_driver=False)
                 self.started = True
             self.ray = ray
-        from harness.executors.ray_executor import cluster_nodes
-
         check_worker_resources(job.resources, cluster_nodes(self.ray), "the Ray cluster")
 
     def run(self, job: Job, tmp: Path) -> dict[str, Any]:

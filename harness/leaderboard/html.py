@@ -10,73 +10,16 @@ that sorting never touches, so they stay marked at the bottom.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from html import escape as e
 from pathlib import Path
 
 from harness.leaderboard.aggregate import SIGNIFICANCE_METHOD
+from harness.leaderboard.assets import CSS, JS, content_security_policy
 from harness.leaderboard.index import table_anchor
 from harness.leaderboard.load import RunStore
 from harness.leaderboard.markdown import FILES_DOC, MAIN_SCORE_DOC, RANKS_DOC, failures, headline, skipped
 from harness.leaderboard.plots import Plot
 from harness.leaderboard.tables import Section, Table
-
-CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; } h3 { font-size: 1.05em; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
-thead th { background: #f4f4f4; cursor: pointer; user-select: none; white-space: normal; min-width: 4em; }
-thead th[aria-sort="ascending"]::after { content: " \\25B2"; }
-thead th[aria-sort="descending"]::after { content: " \\25BC"; }
-td.best { font-weight: bold; }
-tbody.references tr { background: #f7f7f2; color: #555; font-style: italic; }
-tbody.references tr:first-child td { border-top: 2px solid #bbb; }
-.tag { font-size: 0.8em; font-style: normal; color: #fff; background: #888; border-radius: 3px; padding: 0 4px; margin-left: 4px; }
-ul.notes { color: #333; max-width: 1100px; } figure { margin: 1em 0 2em; }
-nav.toc a { margin-right: 1em; }
-.meta dt { font-weight: bold; float: left; clear: left; width: 11em; } .meta dd { margin-left: 12em; }
-.scroll { overflow-x: auto; } img { max-width: 100%; } .note { color: #555; }
-""".strip()
-
-JS = """
-(function () {
-  function key(cell) {
-    var v = cell.getAttribute('data-value');
-    return v === null || v === '' ? null : parseFloat(v);
-  }
-  function sortBy(table, th, col) {
-    var asc = th.getAttribute('aria-sort') !== 'ascending';
-    table.querySelectorAll('thead th').forEach(function (h) { h.removeAttribute('aria-sort'); });
-    th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var ca = a.cells[col], cb = b.cells[col];
-      var ka = key(ca), kb = key(cb), d;
-      if (ka !== null && kb !== null) { d = ka - kb; }
-      else if (ka !== null || kb !== null) { return ka === null ? 1 : -1; }
-      else { d = ca.textContent.localeCompare(cb.textContent); }
-      return asc ? d : -d;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  }
-  document.querySelectorAll('table.sortable').forEach(function (table) {
-    table.querySelectorAll('thead th').forEach(function (th, col) {
-      th.tabIndex = 0;
-      th.addEventListener('click', function () { sortBy(table, th, col); });
-      th.addEventListener('keydown', function (ev) { if (ev.key === 'Enter') { sortBy(table, th, col); } });
-    });
-  });
-})();
-""".strip()
-
-
-def _sha256(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
 
 def render_table(table: Table) -> str:
     head = "".join(f'<th scope="col">{e(h)}</th>' for h in table.headers)
@@ -146,7 +89,7 @@ def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section
         parts.append("<h2>Skipped evaluations</h2><ul>")
         parts += [f"<li>{e(ev)} ({n} job{'s' if n != 1 else ''}): {e(reason)}</li>" for ev, reason, n in skips]
         parts.append("</ul>")
-    csp = f"default-src 'none'; img-src data:; style-src {_sha256(CSS)}; script-src {_sha256(JS)}"
+    csp = content_security_policy()
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en">',

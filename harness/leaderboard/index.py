@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.leaderboard.assets import CSS, JS, content_security_policy
 
 BOARD = "board.json"
 
@@ -100,8 +101,6 @@ def _td(html_text: str, value: float | None) -> str:
 
 
 def write_index(root: Path) -> Path:
-    from harness.leaderboard.html import CSS, JS, _sha256
-
     if not root.is_dir():
         raise HarnessError(f"{root}: no such directory (expected the leaderboard root, e.g. leaderboard/)")
     rows = []
@@ -138,7 +137,7 @@ def write_index(root: Path) -> Path:
              "smallest detectable difference", "Friedman p", "jobs", "runs dated", "harness", "pages"]
     head = "".join(f'<th scope="col">{h}</th>' for h in heads)
     body = "".join(rows) if rows else f'<tr><td colspan="{len(heads)}">No suite page under this directory yet.</td></tr>'
-    csp = f"default-src 'none'; img-src data:; style-src {_sha256(CSS)}; script-src {_sha256(JS)}"
+    csp = content_security_policy()
     page = "\n".join([
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
