@@ -48,6 +48,10 @@ class Job:
     save: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
     main_score: str | None = None  # the suite's explicit main score, "<evaluation>.<key>" (not in the id)
+    # Replicates (suite ``replicates: N``): replicate r is world draw r (the dataset's ``seed`` param,
+    # in the id through the dataset's params) trained with seed r. Not in the id itself.
+    replicate: int | None = None
+    reference: str | None = None  # the suite's reference objective for planned contrasts (not in the id)
     # Tuning (harness.tuning). A stage-1 job evaluates on the dataset's validation split (in the id)
     # and records the values it tries; a final job of a tuned suite records the chosen values.
     split: str = "test"

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from harness.config import Resources, Seed, Strict, TrainConfig, check_scale, format_validation_error
 from harness.errors import HarnessError, short_repr
@@ -27,6 +27,7 @@ from harness.job import Job, PluginSpec
 from harness.suite_yaml import read_suite_text, read_yaml
 from harness.tuning import TuneConfig
 
+MAX_REPLICATES = 1000
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 DEFAULT_EVALUATIONS = ["gap", "zeroshot_classification", "retrieval", "arithmetic", "linear_probe"]
 DISTRIBUTION_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$"  # a PEP 508 project name
@@ -54,6 +55,8 @@ class Suite(Strict):
     datasets: list[PluginRef] = Field(min_length=1)
     train: TrainConfig
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    replicates: int | None = Field(default=None, ge=1, le=MAX_REPLICATES, strict=True)
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
     evaluations: list[PluginRef] = Field(default_factory=lambda: [PluginRef(name=n) for n in DEFAULT_EVALUATIONS])
     save: list[Literal["checkpoint", "embeddings"]] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
@@ -88,6 +91,18 @@ class Suite(Strict):
         if dupes:
             raise ValueError(f"entries must be unique; {short_repr(dupes[0])} appears twice")
         return v
+
+    @model_validator(mode="after")
+    def _seeds_or_replicates(self) -> "Suite":
+        if self.replicates is not None and "seeds" in self.model_fields_set:
+            raise ValueError("give seeds or replicates, not both: replicate r trains with seed r on world draw r")
+        return self
+
+    def blocks(self) -> list[tuple[int | None, int]]:
+        """``(replicate, training seed)`` of every job of a grid cell: the seeds, or the replicates."""
+        if self.replicates is None:
+            return [(None, seed) for seed in self.seeds]
+        return [(r, r) for r in range(self.replicates)]
 
     def train_for(self, i: int) -> TrainConfig:
         """The train config of ``objectives[i]``: the suite's, with that objective's overrides.
@@ -255,6 +270,31 @@ def _unique_labels(field: str, specs: list[PluginSpec]) -> None:
         seen[spec.display] = i
 
 
+def world_draw(spec: PluginSpec, replicate: int | None, ref: PluginRef, field: str, registry) -> PluginSpec:
+    """The dataset of replicate ``replicate``: its ``seed`` param set to the replicate (a new world draw:
+    held-out combinations, test and validation sets, training scenes), its label unchanged so every
+    replicate lands in the same table. A dataset without a ``seed`` param is the same data in every
+    replicate (only the training seed changes). ``None`` (a suite of seeds) leaves it as it is."""
+    if replicate is None or "seed" not in registry.get("dataset", spec.name).params:
+        return spec
+    if "seed" in ref.params:
+        raise HarnessError(f"{field}.params.seed: replicates draw each world's seed (replicate r uses seed r); "
+                           f"remove it, or give seeds instead of replicates")
+    return PluginSpec(spec.name, {**spec.params, "seed": replicate}, label=spec.display)
+
+
+def check_reference(suite: Suite, objectives: list[PluginSpec]) -> str | None:
+    """The suite's ``reference`` objective (planned contrasts are against it), which must be one of its
+    objectives' labels; ``None`` when not given (the leaderboard then uses ``clip`` if present)."""
+    if suite.reference is None:
+        return None
+    labels = [spec.display for spec in objectives]
+    if suite.reference not in labels:
+        raise HarnessError(f"reference: {short_repr(suite.reference)} is not an objective of this suite; "
+                           f"one of: {', '.join(labels)}")
+    return suite.reference
+
+
 @dataclass
 class Grid:
     """A suite resolved against the registry: its plugin specs, its grid of jobs, and its tuning trials.
@@ -326,22 +366,26 @@ def _expand(suite: Suite, registry, check_build: bool) -> Grid:
 
     jobs: list[Job] = []
     origin: dict[str, str] = {}
-    for (i, obj, train), (e, enc), (d, ds), seed in itertools.product(
-        objectives, enumerate(encoders), enumerate(datasets), suite.seeds
+    reference = check_reference(suite, [spec for _, spec, _ in objectives])
+    for (i, obj, train), (e, enc), (d, ds), (replicate, seed) in itertools.product(
+        objectives, enumerate(encoders), enumerate(datasets), suite.blocks()
     ):
         job = Job(
             suite=suite.name,
             objective=obj,
             encoder=enc,
-            dataset=ds,
+            dataset=world_draw(ds, replicate, suite.datasets[d], f"datasets[{d}]", registry),
             train=train.model_dump(),
             seed=seed,
             evaluations=evaluations,
             save=list(suite.save),
             resources=suite.resources.model_dump(),
             main_score=suite.main_score,
+            replicate=replicate,
+            reference=reference,
         )
-        where = f"objectives[{i}] x encoders[{e}] x datasets[{d}] x seed {seed}"
+        block = f"seed {seed}" if replicate is None else f"replicate {replicate}"
+        where = f"objectives[{i}] x encoders[{e}] x datasets[{d}] x {block}"
         if job.id in origin:
             raise HarnessError(f"{where}: resolves to the same job as {origin[job.id]}; make their params differ")
         origin[job.id] = where

@@ -125,9 +125,10 @@ def _main(values_by_seed: dict) -> np.ndarray:
 
 def test_results_csv_has_one_row_per_job_with_dotted_metric_columns(board):
     df = pd.read_csv(board / "results.csv")
-    assert list(df.columns[:5]) == ["objective", "encoder", "dataset", "seed", "status"]
+    assert list(df.columns[:7]) == ["objective", "encoder", "dataset", "seed", "replicate", "dataset_seed", "status"]
+    assert df["replicate"].isna().all() and df["dataset_seed"].isna().all()  # a suite of seeds, no dataset seed
     assert {"gap.centroid_distance", "zeroshot_classification.shape.top1", "retrieval.retrieval.image_to_text_r1",
-            "train.final_loss"} <= set(df.columns[5:])
+            "train.final_loss"} <= set(df.columns[7:])
     assert len(df) == 10
     assert df["status"].value_counts().to_dict() == {"ok": 9, "failed": 1}
     failed = df[df["status"] == "failed"].iloc[0]

@@ -157,7 +157,7 @@ def test_pairs_are_in_rank_order_best_first(board):
 
 def test_results_csv_main_score_is_the_declared_mean_and_nan_for_failed_jobs(board):
     results = pd.read_csv(board / "results.csv")
-    assert list(results.columns[:7]) == ["objective", "encoder", "dataset", "seed", "status", "train.lr", "main_score"]
+    assert list(results.columns[:9]) == ["objective", "encoder", "dataset", "seed", "replicate", "dataset_seed", "status", "train.lr", "main_score"]
     ok = results["status"] == "ok"
     expected = results.loc[ok, ["zeroshot_classification.shape.top1", "zeroshot_classification.colour.top1"]].mean(axis=1)
     np.testing.assert_allclose(results.loc[ok, "main_score"], expected, rtol=0, atol=1e-15)
@@ -338,7 +338,7 @@ def test_tuning_jobs_go_to_tuning_csv_not_results(tmp_path):
     assert len(results) == 6 and "validation.shape.top1" not in results.columns
     assert results.groupby("objective")["train.lr"].first().to_dict() == chosen
     tuning = pd.read_csv(out / "tuning.csv")
-    assert list(tuning.columns[:9]) == ["objective", "encoder", "dataset", "seed", "status", "train.lr", "trial.train.lr", "metric", "score"]
+    assert list(tuning.columns[:11]) == ["objective", "encoder", "dataset", "seed", "replicate", "dataset_seed", "status", "train.lr", "trial.train.lr", "metric", "score"]
     assert len(tuning) == 6 and (tuning["metric"] == "validation.shape.top1").all()
     best = tuning.loc[tuning.groupby("objective")["score"].idxmax()].set_index("objective")["trial.train.lr"].to_dict()
     assert best == chosen

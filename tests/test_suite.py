@@ -270,3 +270,57 @@ def test_builtin_check_params_accept_the_shipped_suites_without_data_or_weights(
         if suite.requires:  # needs third-party plugins: test_e2e validates it with them installed
             continue
         assert expand(suite, source=str(path), registry=registry)
+
+
+# --- replicates: independent world draws ------------------------------------------------------------
+
+
+def test_replicate_r_draws_world_r_and_trains_with_seed_r(fake_registry, write_suite):
+    text = _variant(seeds=None, datasets="{name: shapes, params: {train_size: 64, eval_size: 32}}").replace(
+        "seeds: None\n", "replicates: 3\n")
+    jobs = _jobs(text, write_suite)
+    assert len(jobs) == 2 * 3
+    for objective in ("fake_clip", "fake_cua"):
+        mine = [j for j in jobs if j.objective.name == objective]
+        assert [(j.replicate, j.seed, j.dataset.params["seed"]) for j in mine] == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
+        assert {j.dataset.display for j in mine} == {"shapes(eval_size=32,train_size=64)"}  # one table
+    # the same N worlds for every objective
+    assert [j.dataset for j in jobs[:3]] == [j.dataset for j in jobs[3:]]
+    assert len({j.id for j in jobs}) == 6
+    # replicate 0 is the seed-0 job of a suite of seeds (world 0 is the dataset's default draw)
+    plain = _jobs(_variant(seeds="[0]", datasets="{name: shapes, params: {train_size: 64, eval_size: 32}}"), write_suite)
+    assert plain[0].id == jobs[0].id and plain[0].replicate is None
+
+
+def test_replicates_of_a_dataset_without_a_seed_change_the_training_seed_only(fake_registry, write_suite):
+    jobs = _jobs(_variant(seeds=None).replace("seeds: None\n", "replicates: 2\n"), write_suite)
+    assert [(j.replicate, j.seed) for j in jobs if j.objective.name == "fake_clip"] == [(0, 0), (1, 1)]
+    assert all("seed" not in j.dataset.params for j in jobs)
+
+
+@pytest.mark.parametrize("lines, error", [
+    ("seeds: [0, 1]\nreplicates: 2\n", "give seeds or replicates, not both"),
+    ("replicates: 0\n", "replicates: Input should be greater than or equal to 1"),
+    ("replicates: 1001\n", "replicates: Input should be less than or equal to 1000"),
+    ("replicates: '3'\n", "replicates: Input should be a valid integer"),
+    ("replicates: true\n", "replicates: Input should be a valid integer"),
+])
+def test_bad_replicates_are_one_line_errors(fake_registry, write_suite, lines, error):
+    text = _variant(seeds=None).replace("seeds: None\n", lines)
+    with pytest.raises(HarnessError, match=error):
+        _jobs(text, write_suite)
+
+
+def test_a_dataset_seed_given_with_replicates_is_refused_naming_the_field(fake_registry, write_suite):
+    text = _variant(seeds=None, datasets="{name: shapes, params: {train_size: 64, eval_size: 32, seed: 5}}").replace(
+        "seeds: None\n", "replicates: 2\n")
+    with pytest.raises(HarnessError, match=r"datasets\[0\]\.params\.seed: replicates draw each world's seed"):
+        _jobs(text, write_suite)
+
+
+def test_reference_names_an_objective_of_the_suite(fake_registry, write_suite):
+    jobs = _jobs(_variant(reference="fake_cua(uniformity_weight=2.0)"), write_suite)
+    assert {j.reference for j in jobs} == {"fake_cua(uniformity_weight=2.0)"}
+    assert {j.reference for j in _jobs(GOOD_SUITE, write_suite)} == {None}
+    with pytest.raises(HarnessError, match=r"reference: 'clip' is not an objective of this suite; one of: fake_clip"):
+        _jobs(_variant(reference="clip"), write_suite)

@@ -38,7 +38,7 @@ from harness.columns import flatten
 from harness.errors import HarnessError
 
 RESULT = "result.json"
-ID_COLUMNS = ["objective", "encoder", "dataset", "seed", "status"]
+ID_COLUMNS = ["objective", "encoder", "dataset", "seed", "replicate", "dataset_seed", "status"]
 LR_COLUMN = "train.lr"  # each job's job.train.lr
 RESERVED = frozenset(ID_COLUMNS) | {LR_COLUMN, "main_score"}  # metric columns never take these names
 MAX_DEPTH = 64  # nesting of a result.json (a real one is under 10 deep)
@@ -100,6 +100,13 @@ class Run:
     trial: dict[str, Any] = field(default_factory=dict)  # tuning jobs: the values tried
     tuned: dict[str, Any] = field(default_factory=dict)  # final jobs of a tuned suite: the values chosen
     tuning: dict[str, Any] = field(default_factory=dict)  # {"trials": n, "seeds": [...], "metric": column}
+    replicate: int | None = None  # job.replicate (a suite of replicates), else None
+    dataset_seed: int | None = None  # the dataset's ``seed`` param (its world draw), when it has one
+
+    @property
+    def block(self) -> int:
+        """The statistical block of this run: its replicate (world draw), else its training seed."""
+        return self.seed if self.replicate is None else self.replicate
 
     @property
     def error_line(self) -> str:
@@ -134,12 +141,14 @@ class RunStore:
 
 def _frame(runs: list[Run], metrics: dict[str, Metric]) -> pd.DataFrame:
     rows = [
-        {"objective": r.objective, "encoder": r.encoder, "dataset": r.dataset, "seed": r.seed, "status": r.status,
-         LR_COLUMN: r.lr, **r.values}
+        {"objective": r.objective, "encoder": r.encoder, "dataset": r.dataset, "seed": r.seed,
+         "replicate": r.replicate, "dataset_seed": r.dataset_seed, "status": r.status, LR_COLUMN: r.lr, **r.values}
         for r in runs
     ]
     df = pd.DataFrame(rows, columns=ID_COLUMNS + [LR_COLUMN] + list(metrics))
     df["seed"] = df["seed"].astype(int)
+    for column in ("replicate", "dataset_seed"):  # integers, empty where a job has none
+        df[column] = df[column].astype("Int64")
     df[LR_COLUMN] = df[LR_COLUMN].astype(float)
     return df
 
@@ -316,6 +325,15 @@ def _tuning(raw: Any, path: Path) -> dict[str, Any]:
     return {"trials": trials, "seeds": seeds, "metric": metric}
 
 
+def _optional_int(value: Any, path: Path, field: str) -> int | None:
+    """An optional integer field of a job record (None when absent); corrupt when it is something else."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_SEED:
+        raise HarnessError(f"{path}: corrupt result ({field} must be an integer below 2**63, got {value!r:.40})")
+    return value
+
+
 def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tuning_metrics: dict[str, Metric]) -> Run:
     status = data.get("status")
     if status not in ("ok", "failed"):
@@ -326,6 +344,10 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
     seed = job.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > MAX_SEED:
         raise HarnessError(f"{path}: corrupt result (job.seed must be an integer below 2**63, got {seed!r:.40})")
+    replicate = _optional_int(job.get("replicate"), path, "job.replicate")
+    dataset = job.get("dataset") if isinstance(job.get("dataset"), dict) else {}
+    params = dataset.get("params") if isinstance(dataset.get("params"), dict) else {}
+    dataset_seed = _optional_int(params.get("seed"), path, "job.dataset.params.seed")
     labels = {k: _label(job.get(k), k, path) for k in ("objective", "encoder", "dataset")}
     stage = job.get("stage")
     if stage is not None and not isinstance(stage, str):
@@ -363,6 +385,8 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
         job=job,
         status=status,
         seed=seed,
+        replicate=replicate,
+        dataset_seed=dataset_seed,
         values=values,
         env=data.get("env") if isinstance(data.get("env"), dict) else {},
         error=str(data["error"]) if data.get("error") is not None else None,

@@ -1,0 +1,44 @@
+"""The job ids of every shipped suite are pinned: a refactor that changed a job's record (so its
+id, so whether a finished run is found again) fails here. Each entry is (number of jobs, the first
+16 hex digits of the SHA-256 of the sorted ids, tuning jobs included)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from harness.registry import Registry
+from harness.suite import expand_grid, load_suite
+
+SUITES = Path(__file__).resolve().parents[1] / "suites"
+PINNED = {
+    "coco-finetune": (27, "0b6a23cf298e8221"),
+    "digits": (15, "5ca13de0db348d3e"),
+    "gap-tuned": (51, "c1cb9d0b402c94d8"),
+    "gap": (27, "18db32b8ce314a1d"),
+    "same-modality": (24, "e37bf6a4c44188d6"),
+    "smoke": (3, "b71d5e7b7ffa9c3e"),
+    "suppression": (32, "4c14486121629aa4"),
+    "zoo-smoke": (17, "20cc30c59ec22720"),
+    "zoo": (51, "50cdbf50bac7ac8e"),
+}
+
+
+def suite_ids(path: Path) -> tuple[int, str]:
+    grid = expand_grid(load_suite(path), source=str(path), registry=Registry(), check_build=False)
+    ids = sorted(j.id for j in grid.jobs) + sorted(j.id for j in (grid.tuning_jobs() if grid.trials else []))
+    return len(ids), hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16]
+
+
+def test_every_shipped_suite_is_pinned():
+    assert sorted(PINNED) == sorted(p.stem for p in SUITES.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_shipped_suite_job_ids_are_unchanged(name):
+    path = SUITES / f"{name}.yaml"
+    if name.startswith("zoo"):
+        pytest.importorskip("harness_objectives", reason="the zoo suites need harness-objectives (CI installs it)")
+    assert suite_ids(path) == PINNED[name]
