@@ -165,7 +165,7 @@ def test_example_margin_matches_its_formula():
 
 
 def _boundary_params(entry) -> list[dict]:
-    """The defaults, each parameter alone at each of its declared limits, then all at their lower and all at their upper."""
+    """The defaults, each parameter alone at each of its declared limits, then all low and all high."""
     out = [{}]
     for name, spec in entry.param_specs().items():
         out += [{name: spec.limits[k]} for k in ("ge", "le") if k in spec.limits]
