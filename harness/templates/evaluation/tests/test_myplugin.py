@@ -1,7 +1,5 @@
 """myplugin fits the harness's evaluation contract and computes its metric."""
 
-import torch
-
 from harness.testing import check_evaluation, synthetic_context
 from harness_myplugin import MyPlugin
 
