@@ -49,10 +49,10 @@ def _refuse(reason: str) -> HarnessError:
 
 def names_for(name: str) -> dict[str, str]:
     """dist, module, plugin name and class name for ``harness new-plugin NAME`` (its spelling checked)."""
-    if not (len(name) <= MAX_LENGTH and name.isascii() and NAME.fullmatch(name)):
+    base = name.removeprefix("harness-").removeprefix("harness_") or name  # the prefix is implied
+    if not (len(name) <= MAX_LENGTH and name.isascii() and NAME.fullmatch(name) and NAME.fullmatch(base)):
         raise _refuse(f"NAME must be 1 to {MAX_LENGTH} lowercase ASCII letters and digits in words joined by single "
-                      f"'-' or '_', starting with a letter (got {name[:60]!r})")
-    base = name.removeprefix("harness-").removeprefix("harness_") or name
+                      f"'-' or '_', starting with a letter (after any 'harness-' prefix; got {name[:60]!r})")
     plugin = base.replace("-", "_")
     dist = f"harness-{base.replace('_', '-')}"
     return {"dist": dist, "module": dist.replace("-", "_"), "name": plugin,

@@ -42,7 +42,7 @@ def refused(cli, tmp_path, name: str, kind: str = "loss") -> str:
 
 @pytest.mark.parametrize("name", [
     "", "-a", "a-", "a_", "_a", "a--b", "a-_b", "1a", "My-Plugin", "None", "a.b", "a b", "a/b", "a\n",
-    "héllo", "ı", "plugin\u200b", "a" * 42, "harness-", "harness_",
+    "héllo", "ı", "plugin\u200b", "a" * 42, "harness-", "harness_", "harness-1", "harness_2x", "harness--a",
 ], ids=repr)
 def test_invalid_distribution_names_are_refused(name, cli, tmp_path, builtins_only):
     assert FORMAT in refused(cli, tmp_path, name)
