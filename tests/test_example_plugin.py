@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ import torch
 from harness import hookimpl
 from harness.errors import PluginConflict
 from harness.registry import Registry
+from harness.testing import check_loss
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "harness-example-loss"
 
@@ -90,7 +92,8 @@ def test_installed_plugin_is_listed_and_a_broken_one_does_not_take_it_down(sites
     example = plugins[("loss", "example_margin")]
     assert example["distribution"] == "harness-example-loss"
     assert example["version"] == "0.1.0"
-    assert example["params"] == {"margin": 0.2}
+    assert example["params"] == {"margin": 0.2, "smoothing": 0.05}
+    assert all(info["description"] for info in example["param_info"].values())
     assert example["description"].startswith("Bidirectional margin")
     assert plugins[("loss", "clip")]["distribution"] == "contrastive-harness"
     # the broken distribution is named on stderr, with the error
@@ -122,7 +125,7 @@ def test_validate_accepts_a_suite_using_the_plugin(sites, tmp_path):
     suite.write_text(SUITE.replace("margin: 0.3", "margin: -1.0"))
     done = harness_cli("validate", str(suite), paths=paths)
     assert done.returncode == 2
-    assert "objectives[1].params" in done.stderr and "margin must be a finite number >= 0" in done.stderr
+    assert "objectives[1].params.margin" in done.stderr and "greater than or equal to 0" in done.stderr
 
 
 def load_example_module() -> types.ModuleType:
@@ -133,25 +136,54 @@ def load_example_module() -> types.ModuleType:
     return module
 
 
+def example_registry() -> Registry:
+    return Registry(load_entrypoints=False, extra_plugins=[(load_example_module(), "harness-example-loss")])
+
+
 def test_example_margin_matches_its_formula():
-    registry = Registry(load_entrypoints=False, extra_plugins=[(load_example_module(), "harness-example-loss")])
+    registry = example_registry()
     entry = registry.get("loss", "example_margin")
-    assert entry.distribution == "harness-example-loss" and entry.params == {"margin": 0.2}
+    assert entry.distribution == "harness-example-loss" and entry.params == {"margin": 0.2, "smoothing": 0.05}
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(7, 5, generator=g), dim=1)
     y = torch.nn.functional.normalize(x + 0.8 * torch.randn(7, 5, generator=g), dim=1)
     X, Y = x.double().tolist(), y.double().tolist()
     s = [[sum(a * b for a, b in zip(X[i], Y[j])) for j in range(7)] for i in range(7)]
-    m = 0.3
+    m, tau = 0.3, 0.1
+    h = lambda z: tau * math.log1p(math.exp(z / tau))  # noqa: E731
     expected = sum(
-        max(0.0, m - s[i][i] + s[i][j]) + max(0.0, m - s[i][i] + s[j][i]) for i in range(7) for j in range(7) if i != j
+        h(m - s[i][i] + s[i][j]) + h(m - s[i][i] + s[j][i]) for i in range(7) for j in range(7) if i != j
     ) / (2 * 7 * 6)
-    terms = registry.create("loss", "example_margin", margin=m)(x, y)
+    terms = registry.create("loss", "example_margin", margin=m, smoothing=tau)(x, y)
     assert list(terms) == ["margin"]
     assert terms["margin"].item() == pytest.approx(expected, rel=1e-5)
     assert terms["margin"].item() > 0
     with pytest.raises(ValueError, match="at least 2"):
         registry.create("loss", "example_margin")(x[:1], y[:1])
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):  # built directly, not by the registry
+        entry.factory(margin=-1.0)
+
+
+def _boundary_params(entry) -> list[dict]:
+    """The defaults, each parameter alone at each of its declared limits, then all low and all high."""
+    out = [{}]
+    for name, spec in entry.param_specs().items():
+        out += [{name: spec.limits[k]} for k in ("ge", "le") if k in spec.limits]
+    lows = {n: s.limits["ge"] for n, s in entry.param_specs().items() if "ge" in s.limits}
+    highs = {n: s.limits["le"] for n, s in entry.param_specs().items() if "le" in s.limits}
+    return out + [lows, highs]
+
+
+def test_every_shipped_loss_passes_check_loss_at_defaults_and_limits(use_registry):
+    registry = example_registry()
+    use_registry(registry)
+    shipped = [e for e in registry.plugins["loss"].values() if e.distribution == "harness-example-loss"]
+    assert [e.name for e in shipped] == ["example_margin"]
+    for entry in shipped:
+        cases = _boundary_params(entry)
+        assert len(cases) == 7  # defaults, margin 0 and 2, smoothing 0.01 and 1, all low, all high
+        for params in cases:
+            assert check_loss(entry.name, **params) is None, params
 
 
 def plugin_module(name: str, loss_name: str) -> types.ModuleType:
