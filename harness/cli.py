@@ -127,6 +127,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer from 1 to 1024 (argparse turns the ValueError into a usage error, exit 2)."""
+    value = int(text) if text.strip().isdigit() and len(text.strip()) <= 5 else 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 1024, got {text!r:.40}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.executors import run_grid
 
@@ -138,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         retry_failed=args.retry_failed,
         force=args.force,
+        jobs=args.jobs,
     )
     return 0 if not summary.failed else 1
 
@@ -222,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="with --executor ray: join this existing Ray cluster")
     p.add_argument("--retry-failed", action="store_true", help="re-run jobs that failed before")
     p.add_argument("--force", action="store_true", help="re-run every job, finished ones included")
+    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help="local executor: run N jobs at once, each pinned to its resources.cpus_per_job threads "
+                        "(default: this machine's CPUs divided by cpus_per_job)")
     p.set_defaults(func=cmd_run)
 
     p = add("evaluate", "re-run evaluations from saved embeddings, without retraining")

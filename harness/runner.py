@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import time
 import traceback
@@ -23,13 +22,14 @@ import numpy as np
 import torch
 
 from harness import interrupts
-from harness.config import TrainConfig, worker_cpus, workers_of
+from harness.config import TrainConfig, workers_of
 from harness.embed import embed_sets, embed_texts, save_embeddings
 from harness.env import env_info
 from harness.errors import one_line
 from harness.job import Job, PluginSpec
 from harness.precision import resolve_precision
 from harness.store import write_json_atomic
+from harness.threads import job_threads, pinned
 from harness.train import TrainState, train, world
 from harness.types import EvalContext, MetricInfo, Skip
 
@@ -121,14 +121,10 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "job.json", job.to_dict())
-    if workers_of(job.resources) > 1:
-        threads = max(1, int(worker_cpus(job.resources)))
-    else:
-        threads = int(job.resources.get("cpus_per_job") or torch.get_num_threads())
-    torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
+    threads = job_threads(job.resources, workers_of(job.resources))
     t0 = time.perf_counter()
     result = new_result(job)
-    with warnings.catch_warnings(record=True) as caught:
+    with pinned(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             _run(job, out_dir, progress, result, device)

@@ -197,3 +197,35 @@ def toy_suite(name: str = "toy", objectives=None, steps: int = 20, sleep: float 
         "evaluations": ["toy_meancos"],
         "save": list(save),
     }
+
+
+CRASH_DIST, CRASH_MODULE = "harness-raycrash", "harness_raycrash"
+CRASH_SOURCE = '''
+"""A dataset whose factory kills its own process, as a segfault or the OOM killer would (test only)."""
+import os
+import time
+
+from harness import hookimpl
+
+
+class CrashDataset:
+    """Appends its pid and the time to ``marker``, then exits the process without cleanup."""
+
+    def __init__(self, marker: str = ""):
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()} {time.time()}\\n")
+        os._exit(3)
+
+
+@hookimpl
+def harness_register_datasets(register):
+    register("ray_crash", CrashDataset)
+'''
+
+
+def install_crash(site: Path) -> None:
+    (site / f"{CRASH_MODULE}.py").write_text(CRASH_SOURCE)
+    info = site / f"{CRASH_MODULE}-0.0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {CRASH_DIST}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[harness]\ncrash = {CRASH_MODULE}\n")

@@ -33,38 +33,6 @@ from harness.executors import ray_cluster, ray_executor  # noqa: E402  (after th
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "suites" / "smoke.yaml"
 TIMING = {"train_time_s", "samples_per_s"}
-CRASH_DIST, CRASH_MODULE = "harness-raycrash", "harness_raycrash"
-CRASH_SOURCE = '''
-"""A dataset whose factory kills its own process, as a segfault or the OOM killer would (test only)."""
-import os
-import time
-
-from harness import hookimpl
-
-
-class CrashDataset:
-    """Appends its pid and the time to ``marker``, then exits the process without cleanup."""
-
-    def __init__(self, marker: str = ""):
-        with open(marker, "a") as f:
-            f.write(f"{os.getpid()} {time.time()}\\n")
-        os._exit(3)
-
-
-@hookimpl
-def harness_register_datasets(register):
-    register("ray_crash", CrashDataset)
-'''
-
-
-def install_crash(site: Path) -> None:
-    (site / f"{CRASH_MODULE}.py").write_text(CRASH_SOURCE)
-    info = site / f"{CRASH_MODULE}-0.0.1.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {CRASH_DIST}\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(f"[harness]\ncrash = {CRASH_MODULE}\n")
-
-
 def without_timing(metrics: dict) -> str:
     """Metrics minus wall-clock ones, as canonical JSON (so NaN compares equal to NaN)."""
     clean = {k: ({kk: vv for kk, vv in v.items() if kk not in TIMING} if isinstance(v, dict) else v) for k, v in metrics.items()}
@@ -293,10 +261,10 @@ def local_ray(tmp_path_factory):
     """A local cluster started in this process by ``start_local_cluster``; the toy and crash plugins
     are on the workers' PYTHONPATH. Teardown checks that shutdown leaves no Ray process behind."""
     site = fakes.install(tmp_path_factory.mktemp("ray") / "site")
-    install_crash(site)
+    fakes.install_crash(site)
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "HARNESS_LOAD_PLUGINS")}
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), saved["PYTHONPATH"]) if p)
-    os.environ["HARNESS_LOAD_PLUGINS"] = f"{fakes.DIST},{CRASH_DIST}"
+    os.environ["HARNESS_LOAD_PLUGINS"] = f"{fakes.DIST},{fakes.CRASH_DIST}"
     sys.path.insert(0, str(site))
     set_registry(Registry())
     if ray.is_initialized():
@@ -308,7 +276,7 @@ def local_ray(tmp_path_factory):
         ray.shutdown()
         set_registry(None)
         sys.path.remove(str(site))
-        for mod in (fakes.MODULE, CRASH_MODULE):
+        for mod in (fakes.MODULE, fakes.CRASH_MODULE):
             sys.modules.pop(mod, None)
         for key, value in saved.items():
             if value is None:

@@ -24,7 +24,7 @@ from harness.store import Store
 
 
 def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: str | None = None,
-             retry_failed: bool = False, force: bool = False) -> Summary:
+             retry_failed: bool = False, force: bool = False, jobs: int | None = None) -> Summary:
     """Run a resolved suite: its jobs, or for a tuned suite the tuning stage, the selection, then the final jobs.
 
     Both stages are ordinary runs of the same store (resumable, either executor); the selection
@@ -34,12 +34,12 @@ def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: s
 
     suite = grid.suite
     if not grid.trials:
-        return run_suite(suite, grid.jobs, out, executor, address, retry_failed, force)
+        return run_suite(suite, grid.jobs, out, executor, address, retry_failed, force, jobs)
     stage1 = grid.tuning_jobs()
     n_trials = len(next(iter(grid.trials.values())))
     print(f"tuning {len(grid.trials)} objective(s), {n_trials} trial(s) each, on the validation split "
           f"(seeds {', '.join(map(str, suite.tune.seeds))})", file=sys.stderr)
-    first = run_suite(suite, stage1, out, executor, address, retry_failed, force)
+    first = run_suite(suite, stage1, out, executor, address, retry_failed, force, jobs)
     from harness.registry import get_registry
 
     chosen = select(stage1, open_store(out, suite.name), suite.tune.mode)
@@ -47,8 +47,8 @@ def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: s
         values = ", ".join(f"{k}={v}" for k, v in pick["trial"].items())
         print(f"chosen for {printable(objective)} | {printable(encoder)} | {printable(dataset)}: {values} "
               f"(validation {pick['score']:.4f})", file=sys.stderr)
-    jobs, missing = final_jobs(grid.jobs, grid.trials, grid.objectives, chosen, suite, get_registry())
-    second = run_suite(suite, jobs, out, executor, address, retry_failed, force)
+    finals, missing = final_jobs(grid.jobs, grid.trials, grid.objectives, chosen, suite, get_registry())
+    second = run_suite(suite, finals, out, executor, address, retry_failed, force, jobs)
     second.failed += [(job.display, f"not run: {why}") for job, why in missing]
     if missing:
         second.print()
@@ -72,7 +72,9 @@ def open_store(out: str | Path, suite: str) -> Store:
 
 
 def run_suite(suite, jobs: list[Job], out: str | Path = "runs", executor: str = "local", address: str | None = None,
-              retry_failed: bool = False, force: bool = False) -> Summary:
+              retry_failed: bool = False, force: bool = False, at_once: int | None = None) -> Summary:
+    """Run ``jobs`` of ``suite`` into the store under ``out``: ``at_once`` jobs at a time with the local
+    executor (default: this machine's CPUs over ``resources.cpus_per_job``), or as Ray tasks."""
     store = open_store(out, suite.name)
     store.cleanup()
     summary = Summary()
@@ -86,8 +88,9 @@ def run_suite(suite, jobs: list[Job], out: str | Path = "runs", executor: str = 
                 run_ray(store, todo, summary, address=address, resources=suite.resources.model_dump())
             else:
                 from harness.executors.local import run_local
+                from harness.executors.pool import default_jobs
 
-                run_local(store, todo, summary)
+                run_local(store, todo, summary, at_once or default_jobs(suite.resources.model_dump()))
         except (KeyboardInterrupt, SystemExit):
             summary.print(interrupted=True)
             raise

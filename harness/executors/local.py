@@ -15,11 +15,22 @@ from harness.runner import run_job
 from harness.store import Store
 
 
-def run_local(store: Store, jobs: list[Job], summary: Summary) -> None:
-    """Jobs one after another here; a job with ``resources.workers_per_job`` > 1 runs its Ray Train
-    workers on a loopback-only local Ray, started for the first such job (``ray_train.LocalWorkers``)."""
+def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1) -> None:
+    """Jobs here, ``at_once`` at a time: one after another in this process, or in a pool of job
+    processes (``harness.executors.pool``). A job with ``resources.workers_per_job`` > 1 runs its Ray
+    Train workers on a loopback-only local Ray, started for the first such job
+    (``ray_train.LocalWorkers``); a suite with such jobs runs them one at a time."""
     quiet = not sys.stderr.isatty()
     suite_bar = tqdm(total=len(jobs), desc="suite", unit="job", position=0, disable=quiet)
+    if at_once > 1 and len(jobs) > 1 and not any(workers_of(job.resources) > 1 for job in jobs):
+        from harness.executors.pool import run_pool
+
+        print(f"running {min(at_once, len(jobs))} jobs at once", file=sys.stderr)
+        try:
+            run_pool(store, jobs, summary, at_once, bar=None if quiet else suite_bar)
+        finally:
+            suite_bar.close()
+        return
     workers = None
     try:
         for n, job in enumerate(jobs, 1):

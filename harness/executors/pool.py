@@ -1,0 +1,200 @@
+"""Several jobs at once on this machine: the local executor's pool of job processes (``--jobs N``).
+
+Each job runs in a worker process of a ``ProcessPoolExecutor`` (spawned, reused from job to job),
+pinned to the job's threads: the children start with ``harness.threads.thread_env`` (BLAS and
+OpenMP pools born at that size) and ``run_job`` pins torch and every loaded BLAS pool. A job's
+numbers are the same as when it runs alone: same record, same threads, same seeds.
+
+The driver (this process) owns the store as in the one-at-a-time path: it claims each job's lock,
+hands the worker a fresh temporary directory, commits it when the worker returns, and records the
+result. At most N jobs are in flight. Workers ignore SIGINT: the user's Ctrl-C (or a SIGTERM to the
+driver) stops the driver, which terminates the workers, removes the unfinished temporary
+directories and releases their locks; finished jobs stay committed. A worker that dies (killed for
+memory, a crash in native code) breaks the pool: the jobs in flight are run again once, alone; a job
+whose process dies again is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+from typing import Any, Callable
+
+from harness.errors import one_line, printable
+from harness.executors.common import Summary, acquire, describe, record
+from harness.job import Job
+from harness.store import Store, write_json_atomic
+from harness.threads import cpu_count, job_threads, thread_env
+
+
+def default_jobs(resources: dict[str, Any] | None) -> int:
+    """How many jobs fit on this machine at once: its CPUs over each job's ``cpus_per_job``."""
+    cpus = float((resources or {}).get("cpus_per_job") or 1)
+    return max(1, cpu_count() // max(1, math.ceil(cpus)))
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the driver dies (a SIGKILLed driver leaves no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles the user's Ctrl-C and stops us
+    _die_with_parent()
+
+
+def _run_in_worker(job_dict: dict[str, Any], tmp: str) -> dict[str, Any]:
+    """Worker body: one job into ``tmp``; whatever it raises is that job's failed result."""
+    from harness.runner import failed_result, run_job
+
+    job = Job.from_dict(job_dict)
+    try:
+        return run_job(job, tmp)
+    except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt is one job's failure here
+        import traceback
+
+        return failed_result(job, one_line(exc), traceback.format_exc(), env={"executor": "local"})
+
+
+class JobPool:
+    """Up to ``n`` jobs at once in worker processes; ``finished`` is called in the driver for each."""
+
+    def __init__(self, store: Store, n: int, threads: int, summary: Summary,
+                 finished: Callable[[Job, dict[str, Any]], None]):
+        self.store, self.n, self.threads, self.summary, self.finished = store, n, threads, summary, finished
+        self.pool: cf.ProcessPoolExecutor | None = None
+        self.flight: dict[cf.Future, tuple[Job, Any]] = {}
+
+    def _start(self, n: int) -> cf.ProcessPoolExecutor:
+        saved = {k: os.environ.get(k) for k in thread_env(self.threads)}
+        os.environ.update(thread_env(self.threads))  # inherited by the workers as they spawn
+        try:
+            return cf.ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_init_worker)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+    def _submit(self, pool: cf.ProcessPoolExecutor, job: Job) -> cf.Future | None:
+        if not acquire(self.store, job, self.summary):
+            return None
+        tmp = self.store.new_tmp(job.id)
+        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp))
+        self.flight[future] = (job, tmp)
+        return future
+
+    def _land(self, future: cf.Future) -> None:
+        job, tmp = self.flight.pop(future)
+        try:
+            result = future.result()
+            self.store.commit(job.id, tmp)
+            self.finished(job, result)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after a commit; an unfinished one never looks finished
+            self.store.release(job.id)
+
+    def run(self, jobs: list[Job]) -> None:
+        queue = list(jobs)
+        retry: list[Job] = []
+        try:
+            while queue or self.flight:
+                self.pool = self.pool or self._start(self.n)
+                while queue and len(self.flight) < self.n:
+                    self._submit(self.pool, queue.pop(0))
+                if not self.flight:
+                    continue
+                done, _ = cf.wait(list(self.flight), timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                broken = [f for f in done if isinstance(f.exception(), cf.process.BrokenProcessPool)]
+                for future in done:
+                    if future not in broken:  # finished before the pool broke: kept
+                        self._land(future)
+                if broken:
+                    retry += self._drop_broken()
+                if retry and not self.flight:
+                    self._close(kill=True)
+                    for job in retry:
+                        self._alone(job)
+                    retry = []
+        except BaseException:
+            self._close(kill=True)
+            for future in list(self.flight):
+                job, tmp = self.flight.pop(future)
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.store.release(job.id)
+            raise
+        finally:
+            self._close(kill=False)
+
+    def _drop_broken(self) -> list[Job]:
+        """The jobs in flight when a worker died, released to run again alone."""
+        jobs = []
+        for future in list(self.flight):
+            job, tmp = self.flight.pop(future)
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.store.release(job.id)
+            jobs.append(job)
+        return jobs
+
+    def _alone(self, job: Job) -> None:
+        """A job whose pool broke, once more in a pool of its own; a second death is its failure."""
+        from harness.runner import failed_result
+
+        pool = self._start(1)
+        try:
+            future = self._submit(pool, job)
+            if future is None:
+                return
+            cf.wait([future])
+            if not isinstance(future.exception(), cf.process.BrokenProcessPool):
+                self._land(future)
+                return
+            _, tmp = self.flight.pop(future)
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                error = "its worker process died (killed for memory, or a crash in native code), again when run alone"
+                result = failed_result(job, error, error + "\n", env={"executor": "local"})
+                write_json_atomic(tmp / "job.json", job.to_dict())
+                write_json_atomic(tmp / "result.json", result)
+                self.store.commit(job.id, tmp)
+                self.finished(job, result)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.store.release(job.id)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _close(self, kill: bool) -> None:
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        if kill:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_pool(store: Store, jobs: list[Job], summary: Summary, n: int, bar=None) -> None:
+    """Run ``jobs`` ``n`` at a time in worker processes, committing and recording each as it ends."""
+    threads = job_threads(jobs[0].resources) if jobs else 1
+    count = [0]
+
+    def finished(job: Job, result: dict[str, Any]) -> None:
+        count[0] += 1
+        record(summary, job, result)
+        line = f"[{count[0]}/{len(jobs)}] {job.id} {printable(job.display)}: {printable(describe(result))}"
+        (bar.write if bar is not None else print)(line, file=sys.stderr)
+        if bar is not None:
+            bar.update(1)
+
+    JobPool(store, n, threads, summary, finished).run(jobs)
