@@ -11,6 +11,7 @@ import torch
 
 import harness
 import harness_objectives
+from harness.testing import parametrize_with_checks
 from objectives_helpers import NAMES, inputs_for, total
 
 SRC = Path(harness_objectives.__file__).parent
@@ -90,11 +91,19 @@ def test_cross_parameter_checks():
         harness_objectives.LOSSES["dhel"](temperature=True)
 
 
+@parametrize_with_checks([("loss", name) for name in NAMES] + [("loss", f) for f in harness_objectives.LOSSES.values()])
+def test_loss_contract(plugin, check):
+    """Each rule of the harness's loss contract, on each loss: by name (registered) and by factory."""
+    check(plugin)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_check_loss(name):
-    testing = pytest.importorskip("harness.testing")
-    testing.check_loss(name)
-    testing.check_loss(harness_objectives.LOSSES[name])
+    """``check_loss`` (every rule at once) passes, registered and built from the factory directly."""
+    from harness.testing import check_loss
+
+    check_loss(name)
+    check_loss(harness_objectives.LOSSES[name])
 
 
 @pytest.mark.parametrize("name", NAMES)
