@@ -2,11 +2,16 @@
 
 Public API::
 
-    from harness import hookimpl                       # for plugin authors
     harness.create_loss("clip", temperature=0.07)      # -> torch.nn.Module
     harness.create_encoder(...), harness.create_dataset(...), harness.create_evaluation(...)
     harness.list_plugins()                             # -> list[dict]
     harness.gap_metrics(image_emb, text_emb, seed=0)   # -> dict[str, float]
+
+Plugin authors import from ``harness.api`` (``hookimpl``, the contract types, the loss building
+blocks; see docs/writing-a-plugin.md) and check their plugins with ``harness.testing``;
+``harness.hookimpl``, ``harness.Skip`` and ``harness.gather_features`` stay here for older plugins.
+Importing ``harness`` loads no plugin: the registry loads the built-ins and the installed
+distributions on first use (``create_*``, ``list_plugins``).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from harness import hookspecs
 from harness import params as params_mod
 from harness.errors import HarnessError, PluginConflict, PluginNotFound, one_line
 from harness.params import REQUIRED, bind_params  # noqa: F401 - re-exported (older plugins import them here)
+from harness.types import MainScore
 
 KINDS = ("loss", "encoder", "dataset", "evaluation")
 HOOKS = {
@@ -45,36 +46,116 @@ def normalize_distribution(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower().strip()
 
 
-@dataclass
-class PluginEntry:
-    """One registered plugin: its factory, where it came from, and its params read from the signature."""
+@dataclass(frozen=True)
+class PluginInfo:
+    """What the harness knows about a plugin without building it: read once, when it is registered.
+
+    The one typed record of plugin metadata: the registry, ``harness plugins``, validation,
+    tuning, the runner and ``harness.testing`` read this instead of the factory's attributes.
+
+    - ``params``: each parameter's ``ParamSpec`` (default, type, description, limits), in
+      signature order; ``defaults`` gives name -> default (``"<required>"`` when it has none);
+    - ``extras`` (losses): the loss extras the factory declares (``extras`` on the class);
+    - ``supplies`` (datasets): the extras the dataset can supply (its ``supplies``);
+    - ``splits`` (datasets): the splits ``eval_sets`` answers (its ``splits``, default ``("test",)``);
+    - ``main_score`` (evaluations): the ``MainScore`` the class declares, if any (an instance may
+      still set its own; the runner reads the instance);
+    - ``check_params``: the factory's ``check_params(**params)`` callable, if any (encoders and
+      datasets check values with it without being built).
+    """
 
     kind: str
     name: str
-    factory: Callable[..., Any]
-    description: str
     distribution: str
     version: str
+    description: str
+    params: dict[str, params_mod.ParamSpec] = field(default_factory=dict)
+    extras: tuple[str, ...] = ()
+    supplies: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
+    main_score: MainScore | None = None
+    check_params: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        name: str,
+        factory: Callable[..., Any],
+        distribution: str,
+        version: str,
+        description: str | None = None,
+        signature: inspect.Signature | None = None,
+    ) -> PluginInfo:
+        """The record of ``factory`` registered as ``kind`` ``name`` (description: its docstring's first line)."""
+        check = getattr(factory, "check_params", None)
+        main_score = getattr(factory, "main_score", None) if kind == "evaluation" else None
+        return cls(
+            kind=kind,
+            name=name,
+            distribution=distribution,
+            version=version,
+            description=(description.strip().splitlines() or [""])[0] if description else _first_doc_line(factory),
+            params=params_mod.param_specs(factory, signature),
+            extras=declared_extras(factory) if kind == "loss" else (),
+            supplies=_names(getattr(factory, "supplies", ())) if kind == "dataset" else (),
+            splits=_names(getattr(factory, "splits", ("test",))) if kind == "dataset" else (),
+            main_score=main_score if isinstance(main_score, MainScore) else None,
+            check_params=check if callable(check) else None,
+        )
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (``"<required>"`` when it has none), JSON-safe."""
+        return {n: params_mod.json_safe(spec.default) for n, spec in self.params.items()}
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The parameters without a default."""
+        return tuple(n for n, spec in self.params.items() if spec.required)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-safe record ``harness plugins --json`` prints (and ``harness.list_plugins`` returns)."""
+        out = {
+            "kind": self.kind,
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "description": self.description,
+            "params": self.defaults,
+            "param_info": {k: v.as_dict() for k, v in self.params.items()},
+        }
+        if self.kind == "loss":
+            out["extras"] = list(self.extras)
+        if self.kind == "dataset":
+            out["supplies"] = list(self.supplies)
+        return out
+
+
+@dataclass
+class PluginEntry:
+    """One registered plugin: its factory and signature, and its ``PluginInfo``."""
+
+    info: PluginInfo
+    factory: Callable[..., Any]
     signature: inspect.Signature = field(repr=False, default=None)  # type: ignore[assignment]
+
+    kind = property(lambda self: self.info.kind)
+    name = property(lambda self: self.info.name)
+    distribution = property(lambda self: self.info.distribution)
+    version = property(lambda self: self.info.version)
+    description = property(lambda self: self.info.description)
+    extras = property(lambda self: self.info.extras, doc="The loss extras the factory declares; () for other kinds.")
+    supplies = property(lambda self: self.info.supplies, doc="What a dataset factory supplies beyond pairs.")
 
     @property
     def params(self) -> dict[str, Any]:
         """Parameter name -> default (``"<required>"`` when it has none), JSON-safe."""
-        return params_mod.defaults(self.factory, self.signature)
+        return self.info.defaults
 
     def param_specs(self) -> dict[str, params_mod.ParamSpec]:
         """Each parameter's default, type, description and limits (see ``harness.params``)."""
-        return params_mod.param_specs(self.factory, self.signature)
-
-    @property
-    def extras(self) -> tuple[str, ...]:
-        """The loss extras the factory declares (``extras`` on the class); () for other kinds."""
-        return declared_extras(self.factory) if self.kind == "loss" else ()
-
-    @property
-    def supplies(self) -> tuple[str, ...]:
-        """What a dataset factory declares it supplies beyond pairs (e.g. ``text_negatives``)."""
-        return tuple(getattr(self.factory, "supplies", ()) or ()) if self.kind == "dataset" else ()
+        return dict(self.info.params)
 
     def resolve(self, params: dict[str, Any] | None, where: str = "params") -> dict[str, Any]:
         """The params with defaults filled in, validated and coerced (see ``harness.params.resolve``)."""
@@ -84,31 +165,23 @@ class PluginEntry:
         return self.factory(**params)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {
-            "kind": self.kind,
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "description": self.description,
-            "params": self.params,
-            "param_info": {k: v.as_dict() for k, v in self.param_specs().items()},
-        }
-        if self.kind == "loss":
-            out["extras"] = list(self.extras)
-        if self.kind == "dataset":
-            out["supplies"] = list(self.supplies)
-        return out
+        return self.info.as_dict()
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A declared attribute (``extras``, ``supplies``, ``splits``) as a tuple of names; () when empty."""
+    value = value or ()
+    if isinstance(value, str):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        return (value,)
 
 
 def declared_extras(obj: Any) -> tuple[str, ...]:
     """A loss's (or loss factory's) ``extras`` attribute as a tuple of names; () when absent."""
-    extras = getattr(obj, "extras", ()) or ()
-    if isinstance(extras, str):
-        return (extras,)
-    try:
-        return tuple(extras)
-    except TypeError:
-        return (extras,)
+    return _names(getattr(obj, "extras", ()))
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -229,15 +302,8 @@ class Registry:
                     f"{kind} plugin {name!r} is registered twice: by {existing.distribution} and by {dist}; "
                     f"uninstall one or limit HARNESS_LOAD_PLUGINS"
                 )
-            self.plugins[kind][name] = PluginEntry(
-                kind=kind,
-                name=name,
-                factory=factory,
-                description=(description.strip().splitlines() or [""])[0] if description else _first_doc_line(factory),
-                distribution=dist,
-                version=version,
-                signature=sig,
-            )
+            info = PluginInfo.of(kind, name, factory, dist, version, description, sig)
+            self.plugins[kind][name] = PluginEntry(info=info, factory=factory, signature=sig)
 
         return register
 

@@ -69,8 +69,8 @@ def create_plugin(kind: str, spec: PluginSpec) -> Any:
 
     entry = get_registry().get(kind, spec.name)
     params = entry.resolve(spec.params, where=f"{kind} {spec.name!r} params")
-    check = getattr(entry.factory, "check_params", None) if kind in ("encoder", "dataset") else None
-    if callable(check):
+    check = entry.info.check_params if kind in ("encoder", "dataset") else None
+    if check is not None:
         check(**params)
     return entry.create(**params)
 

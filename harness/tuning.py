@@ -104,7 +104,7 @@ def expand_tuning(suite, objectives, encoders, datasets, evaluations, registry) 
         if label not in labels:
             raise HarnessError(f"tune.objectives.{label}: no objective has this label; labels: {', '.join(sorted(labels))}")
     for d, ds in enumerate(datasets):
-        if "validation" not in tuple(getattr(registry.get("dataset", ds.name).factory, "splits", ("test",))):
+        if "validation" not in registry.get("dataset", ds.name).info.splits:
             raise HarnessError(f"tune: dataset {ds.name!r} (datasets[{d}]) has no validation split to tune on; "
                                f"tuning never selects on a reported set")
     if tune.metric is not None:

@@ -1,13 +1,15 @@
 """Plugin contract v2: loss extras by declaration, ``harness.testing`` checks, validate-time refusals.
 
-Every registered built-in is run through its ``harness.testing`` check (so a new built-in is covered
-without editing a list), broken plugins are caught with a one-line reason, and a job delivers
+Every registered built-in is run through every rule of ``harness.testing``, one pytest case per
+(built-in, rule) (so a new built-in is covered without editing a list), broken plugins are caught
+with a one-line reason per violated rule (all of them, not only the first), and a job delivers
 exactly the extras a loss declares, once per optimizer step.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import sys
 import tarfile
 
@@ -24,7 +26,18 @@ from harness.errors import HarnessError
 from harness.registry import DISTRIBUTION, Registry, set_registry
 from harness.runner import run_job
 from harness.suite import expand, parse_suite
-from harness.testing import check_dataset, check_encoder, check_evaluation, check_loss
+from harness.testing import (
+    LOSS_CHECKS,
+    ChecksFailed,
+    PluginCase,
+    check_dataset,
+    check_encoder,
+    check_evaluation,
+    check_loss,
+    check_loss_deterministic,
+    parametrize_with_checks,
+    plugin_checks,
+)
 from harness.types import Loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,18 +86,39 @@ BUILTINS = [(e.kind, e.name) for kind in Registry(load_entrypoints=False).plugin
             if e.distribution == DISTRIBUTION]
 
 
-@pytest.mark.parametrize("kind, name", BUILTINS, ids=lambda x: x)
-def test_every_builtin_fits_its_contract(kind, name, tmp_path, use_registry):
+def _required_params(registry: Registry, kind: str, name: str, tmp_path) -> dict:
+    if "<required>" not in registry.get(kind, name).params.values():
+        return {}
+    assert (kind, name) in REQUIRED_PARAMS, f"built-in {kind} {name!r} has required params: add test data above"
+    return REQUIRED_PARAMS[(kind, name)](tmp_path)
+
+
+@parametrize_with_checks([PluginCase(kind, name, SMALL.get((kind, name), {})) for kind, name in BUILTINS])
+def test_every_builtin_fits_its_contract(plugin, check, tmp_path, use_registry):
     registry = Registry(load_entrypoints=False)
     use_registry(registry)
-    entry = registry.get(kind, name)
-    params = dict(SMALL.get((kind, name), {}))
-    if "<required>" in entry.params.values():
-        assert (kind, name) in REQUIRED_PARAMS, f"built-in {kind} {name!r} has required params: add test data above"
-        params.update(REQUIRED_PARAMS[(kind, name)](tmp_path))
+    check(plugin, **_required_params(registry, plugin.kind, plugin.target, tmp_path))
+
+
+@pytest.mark.parametrize("kind, name", [("loss", "clip"), ("encoder", "same_modality"), ("dataset", "image_text_files"),
+                                        ("evaluation", "retrieval")])
+def test_check_kind_runs_every_rule_and_passes_on_a_builtin(kind, name, tmp_path, use_registry):
+    registry = Registry(load_entrypoints=False)
+    use_registry(registry)
+    params = {**SMALL.get((kind, name), {}), **_required_params(registry, kind, name, tmp_path)}
     assert CHECKS[kind](name, **params) is None
     if kind == "loss":
-        assert isinstance(entry.create(**entry.resolve({})), Loss)
+        assert isinstance(registry.get(kind, name).create(), Loss)
+
+
+def test_parametrize_with_checks_gives_one_readable_case_per_plugin_and_rule():
+    pairs = plugin_checks([("loss", "clip"), ("loss", Random, {"scale": 2})])
+    ids = [f"{case.id}-{check.__name__}" for case, check in pairs]
+    rules = [c.__name__ for c in LOSS_CHECKS]
+    assert ids == [f"loss:clip-{r}" for r in rules] + [f"loss:Random(scale=2)-{r}" for r in rules]
+    assert len(set(rules)) == len(rules) >= 8 and all(r.startswith("check_loss_") for r in rules)
+    with pytest.raises(ValueError, match="unknown plugin kind 'metric'"):
+        plugin_checks([("metric", "x")])
 
 
 # ------------------------------------------------------------------ broken plugins are caught
@@ -147,22 +181,62 @@ class NaNForOne(torch.nn.Module):
         return {"l": torch.nanmean(off)}  # no negatives for one pair: NaN
 
 
-@pytest.mark.parametrize("factory, reason", [
-    (Bare, "must return a non-empty dict of named scalar terms, got Tensor"),
-    (UnknownExtra, "declares an unknown extra 'epoch'"),
-    (Undeclared, "declares the extra 'step' but forward\\(\\) does not accept it"),
-    (NaNLoss, "term 'l' is not finite"),
-    (InPlace, "modified its input image_features in place"),
-    (Random, "not deterministic"),
-    (Detached, "do not depend on the inputs"),
-    (Downcast, "term 'l' is torch.float16 for torch.float32 inputs"),
-    (Matrix, "term 'l' must be a scalar tensor, got \\(8, 8\\)"),
-    (NaNForOne, "a batch of one gives non-finite terms; raise ValueError"),
+@pytest.mark.parametrize("factory, rule, reason", [
+    (Bare, "returns_terms", "must return a non-empty dict of named scalar terms, got Tensor"),
+    (UnknownExtra, "declares_known_extras", "declares an unknown extra 'epoch'"),
+    (Undeclared, "declares_known_extras", "declares the extra 'step' but forward\\(\\) does not accept it"),
+    (NaNLoss, "float32", "term 'l' is not finite"),
+    (InPlace, "inputs_unchanged", "modified its input image_features in place"),
+    (Random, "deterministic", "not deterministic"),
+    (Detached, "gradients", "do not depend on the inputs"),
+    (Downcast, "float32", "term 'l' is torch.float16 for torch.float32 inputs"),
+    (Matrix, "returns_terms", "term 'l' must be a scalar tensor, got \\(8, 8\\)"),
+    (NaNForOne, "batch_of_one", "a batch of one gives non-finite terms; raise ValueError"),
 ])
-def test_check_loss_names_the_violation_on_one_line(factory, reason):
-    with pytest.raises(AssertionError, match=reason) as info:
+def test_check_loss_names_the_violation_on_one_line(factory, rule, reason):
+    with pytest.raises(ChecksFailed, match=reason) as info:
         check_loss(factory)
-    assert "\n" not in str(info.value) and str(info.value).startswith(f"loss {factory.__name__}: ")
+    failures = dict(info.value.failures)
+    assert f"check_loss_{rule}" in failures and re.search(reason, failures[f"check_loss_{rule}"])
+    for message in failures.values():
+        assert "\n" not in message and message.startswith(f"loss {factory.__name__}: ")
+    assert all(line.startswith(f"loss {factory.__name__}: ") for line in str(info.value).splitlines())
+
+
+class TwoFaults(torch.nn.Module):
+    """Declares an extra no loss may ask for and is not deterministic: two independent violations."""
+
+    extras = ("epoch",)
+
+    def forward(self, x, y, **extras):
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return {"l": (x.to(dtype) * y.to(dtype)).sum() + torch.rand((), dtype=dtype)}
+
+
+def test_check_loss_reports_every_violated_rule_not_only_the_first():
+    with pytest.raises(AssertionError) as info:
+        check_loss(TwoFaults)
+    failed = [name for name, _ in info.value.failures]
+    assert failed == ["check_loss_declares_known_extras", "check_loss_deterministic"]
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "loss TwoFaults: declares an unknown extra 'epoch'; known extras: step, total_steps, image_raw, text_raw, "
+        "text_negatives [check_loss_declares_known_extras]",
+        "loss TwoFaults: not deterministic: term 'l' differs between two calls on the same inputs "
+        "[check_loss_deterministic]",
+    ]
+
+
+def test_one_rule_runs_on_a_built_plugin_and_on_a_case():
+    with pytest.raises(AssertionError, match=r"^loss Random: not deterministic"):
+        check_loss_deterministic(Random())
+    assert check_loss_deterministic(harness.create_loss("clip")) is None
+    pairs = dict((check.__name__, (case, check)) for case, check in plugin_checks([("loss", Random)]))
+    case, check = pairs["check_loss_deterministic"]
+    with pytest.raises(AssertionError, match=r"^loss Random: not deterministic"):
+        check(case)
+    case, check = pairs["check_loss_gradients"]
+    assert check(case) is None
 
 
 def test_check_loss_refuses_bad_params_like_the_registry():
@@ -210,6 +284,14 @@ def test_checks_catch_broken_encoders_datasets_and_evaluations():
 
     with pytest.raises(AssertionError, match="set 'c': labels must index classnames"):
         check_dataset(BadLabels)
+
+    class BadLabelsAndSupplies(BadLabels):
+        supplies = ("image_negatives",)
+
+    with pytest.raises(ChecksFailed) as info:  # every violated rule, in rule order
+        check_dataset(BadLabelsAndSupplies)
+    assert [name for name, _ in info.value.failures] == ["check_dataset_eval_sets", "check_dataset_supplies"]
+    assert "supplies an unknown extra 'image_negatives'" in str(info.value).splitlines()[1]
 
     class Dotted:
         metric_info = {"top1": harness.types.MetricInfo("t", "downstream", True)}

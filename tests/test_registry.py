@@ -319,3 +319,49 @@ def test_default_suite_evaluations_are_registered(builtins):
     if not builtins.plugins["evaluation"]:
         pytest.skip("no built-in evaluation registered yet")
     assert set(DEFAULT_EVALUATIONS) <= set(builtins.plugins["evaluation"])
+
+
+# --- PluginInfo: the one record of plugin metadata -------------------------------------------------
+
+
+def test_plugin_info_is_read_once_at_registration(builtins):
+    from harness.registry import PluginInfo
+    from harness.types import MainScore
+
+    shapes = builtins.get("dataset", "shapes").info
+    assert isinstance(shapes, PluginInfo)
+    assert shapes.supplies == ("text_negatives",) and shapes.splits == ("test", "validation")
+    assert shapes.check_params is not None and shapes.extras == () and shapes.main_score is None
+    assert builtins.get("dataset", "digits").info.splits == ("test",)  # the default: reported sets only
+    clip = builtins.get("loss", "clip").info
+    assert (clip.kind, clip.name, clip.distribution, clip.version) == ("loss", "clip", DISTRIBUTION, harness.__version__)
+    assert clip.defaults == {"temperature": 0.07, "learnable_temperature": True} and clip.required == ()
+    assert clip.params["temperature"].limits == {"ge": 0.01, "le": 100.0}
+    assert clip.splits == clip.supplies == () and clip.check_params is None
+    assert isinstance(builtins.get("evaluation", "retrieval").info.main_score, MainScore)
+    assert builtins.get("encoder", "open_clip").info.check_params is not None
+    with pytest.raises(Exception):  # frozen
+        clip.name = "other"
+
+
+def test_plugin_info_of_a_factory_normalises_declarations():
+    from harness.registry import PluginInfo
+
+    class Data:
+        """One line.
+
+        More."""
+
+        supplies = "text_negatives"  # a bare string is one name
+        splits = ["test", "validation"]
+
+        @staticmethod
+        def check_params(n: int = 1) -> None: ...
+
+        def __init__(self, n: int = 1, *, path: str) -> None: ...
+
+    info = PluginInfo.of("dataset", "data", Data, "dist", "1.0")
+    assert info.supplies == ("text_negatives",) and info.splits == ("test", "validation")
+    assert info.description == "One line." and info.required == ("path",)
+    assert info.defaults == {"n": 1, "path": REQUIRED} and info.check_params is Data.check_params
+    assert info.as_dict()["supplies"] == ["text_negatives"] and "extras" not in info.as_dict()

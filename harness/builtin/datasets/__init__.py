@@ -8,7 +8,7 @@
 Heavy libraries (scikit-learn, PIL, clip_benchmark) are imported inside the factories.
 """
 
-from harness import hookimpl
+from harness.api import hookimpl
 from harness.builtin.datasets.clip_benchmark_sets import ClipBenchmarkSets
 from harness.builtin.datasets.digits import DigitsDataset
 from harness.builtin.datasets.image_text_files import ImageTextFiles

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from harness.api import ClassificationSet, EvalSet, RetrievalSet
 from harness.builtin.datasets.files import (
     IMAGE_EXTENSIONS,
     LOCAL_PATH,
@@ -37,7 +38,6 @@ from harness.builtin.datasets.files import (
     read_text,
     shard_samples,
 )
-from harness.types import ClassificationSet, EvalSet, RetrievalSet
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval")
 MAX_SHARDS = 100_000

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from harness.types import ClassificationSet, EvalSet, RetrievalSet
+from harness.api import ClassificationSet, EvalSet, RetrievalSet
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 # {w}: the digit as a word, {d}: as a numeral

@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
+from harness.api import EvalSet, RetrievalSet, bind_params
 from harness.builtin.datasets.files import (
     IMAGE_EXTENSIONS,
     LOCAL_PATH,
@@ -37,8 +38,6 @@ from harness.builtin.datasets.files import (
     regular_file,
     shard_samples,
 )
-from harness.params import bind_params
-from harness.types import EvalSet, RetrievalSet
 
 SKIP_REASONS = ("unreadable_image", "empty_caption", "missing_image_member", "bad_row")
 

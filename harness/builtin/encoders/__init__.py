@@ -6,7 +6,7 @@
 open_clip itself is imported inside the factories, so listing plugins stays fast.
 """
 
-from harness import hookimpl
+from harness.api import hookimpl
 from harness.builtin.encoders.open_clip_encoder import OpenClipEncoder
 from harness.builtin.encoders.same_modality import SameModalityEncoder
 

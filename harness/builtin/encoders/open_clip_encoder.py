@@ -30,12 +30,10 @@ from typing import Annotated, Any, Literal, Sequence
 import torch
 from pydantic import Field
 
+from harness.api import Precision, bind_params, one_line
 from harness.builtin.datasets.files import LOCAL_PATH
 from harness.builtin.encoders.configs import ModelName
 from harness.builtin.encoders.preprocess import ImagePreprocessor
-from harness.errors import one_line
-from harness.params import bind_params
-from harness.precision import Precision
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 # keys whose shape follows embed_dim: ViT / text projections, timm and HF heads (``proj.0.weight``)

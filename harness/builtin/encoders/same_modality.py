@@ -20,11 +20,9 @@ from typing import Annotated, Any, Literal, Sequence
 import torch
 from pydantic import Field
 
+from harness.api import Precision, Skip, bind_params
 from harness.builtin.encoders.configs import ModelName
 from harness.builtin.encoders.preprocess import ImagePreprocessor
-from harness.params import bind_params
-from harness.precision import Precision
-from harness.types import Skip
 
 
 

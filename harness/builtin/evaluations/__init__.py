@@ -4,7 +4,7 @@ Each evaluation works from the job's cached embeddings (``harness.types.EvalCont
 text encoder for prompts and words; sklearn and clip_benchmark are imported only when used.
 """
 
-from harness import hookimpl
+from harness.api import hookimpl
 from harness.builtin.evaluations.arithmetic import Arithmetic
 from harness.builtin.evaluations.gap import Gap
 from harness.builtin.evaluations.gap_shift import GapShift

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from harness.api import ArithmeticSet, EmbeddedSet, EvalContext, MetricInfo, Skip
 from harness.builtin.evaluations.keys import number_key, safe_key
 from harness.builtin.evaluations.references import arithmetic_rows
-from harness.types import ArithmeticSet, EmbeddedSet, EvalContext, MetricInfo, Skip
 
 METRICS = {
     "hit1": MetricInfo("Arithmetic hit@1", "downstream", True),

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from harness.api import EmbeddedSet, EvalContext, MetricInfo, Skip, gap_metrics
 from harness.builtin.evaluations.retrieval import paired_sets
-from harness.types import EmbeddedSet, EvalContext, MetricInfo, Skip
 
 METRICS = {
     "centroid_distance": MetricInfo("Centroid distance", "gap", False),
@@ -64,8 +64,6 @@ class Gap:
         self.metric_info: dict[str, MetricInfo] = dict(METRICS)
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
-        from harness.metrics.gap import gap_metrics
-
         x, y = select_paired_set(ctx, self.set_name).paired()
         if x.shape[0] < 2:
             raise Skip("gap metrics need at least 2 pairs")

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from harness.api import ClassificationSet, EvalContext, MetricInfo, Skip
 from harness.builtin.evaluations.clip_benchmark_compat import accuracy
 from harness.builtin.evaluations.gap import select_paired_set
 from harness.builtin.evaluations.keys import number_key
 from harness.builtin.evaluations.retrieval import retrieval_recalls
 from harness.builtin.evaluations.zeroshot import class_weights, labels_of
-from harness.types import ClassificationSet, EvalContext, MetricInfo, Skip
 
 METRICS = {
     "delta": MetricInfo("Shift delta", "gap", None),

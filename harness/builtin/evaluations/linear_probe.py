@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
+from harness.api import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 from harness.builtin.evaluations.keys import safe_key
 from harness.builtin.evaluations.references import PIXELS, classification_rows, pixel_features
-from harness.types import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 
 METRICS = {"accuracy": MetricInfo("Linear probe accuracy", "downstream", True)}
 _PIXEL_CACHE: dict[str, float] = {}  # raw-pixel probe results by content digest: a pure function's memo

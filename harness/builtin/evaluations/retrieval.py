@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
+from harness.api import EmbeddedSet, EvalContext, MainScore, MetricInfo, RetrievalSet, Skip
 from harness.builtin.evaluations.keys import safe_key
-from harness.types import EmbeddedSet, EvalContext, MainScore, MetricInfo, RetrievalSet, Skip
 
 KS = (1, 5, 10)
 METRICS = {

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.api import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 from harness.builtin.evaluations.clip_benchmark_compat import accuracy
 from harness.builtin.evaluations.keys import safe_key
 from harness.builtin.evaluations.references import add_mean, classification_rows
-from harness.types import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 
 METRICS = {
     "top1": MetricInfo("Zero-shot top-1", "downstream", True),

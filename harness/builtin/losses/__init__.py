@@ -6,7 +6,7 @@ Losses with a temperature hold ``logit_scale`` = log(1 / temperature) (a paramet
 else a buffer); ``siglip`` also holds ``logit_bias``.
 """
 
-from harness import hookimpl
+from harness.api import hookimpl
 from harness.builtin.losses.align_uniform import AlignUniformLoss
 from harness.builtin.losses.clip import ClipLoss
 from harness.builtin.losses.cua import CuaLoss, CuaxuLoss

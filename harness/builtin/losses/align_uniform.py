@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from harness.api import full_precision, prepare_features
 from harness.builtin.losses.cua import AlignmentWeight, UniformityWeight
-from harness.builtin.losses.terms import alignment, full_precision, prepare_features, uniformity, weighted
+from harness.builtin.losses.terms import alignment, uniformity, weighted
 
 
 class AlignUniformLoss(nn.Module):

@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness.builtin.losses.terms import full_precision, prepare_features
+from harness.api import clamp_logit_scale, full_precision, prepare_features, register_scalar
 
-MAX_SCALE = 100.0
-MAX_LOGIT_SCALE = math.log(MAX_SCALE)
+MAX_SCALE = 100.0  # the largest 1 / temperature, exp(harness.api.MAX_LOGIT_SCALE), written exactly for the limit
 
 
 Temperature = Annotated[float, Field(ge=1 / MAX_SCALE, le=100.0, description=(
@@ -30,29 +29,17 @@ LearnableTemperature = Annotated[bool, Field(strict=True, description=(
     "learn log(1/tau) with the model (else a fixed buffer)"))]
 
 
-def scalar_state(module: nn.Module, name: str, value: float, learnable: bool) -> None:
-    """Register a float32 scalar on ``module``: an ``nn.Parameter`` if learnable, else a buffer.
-
-    Either way it is in ``state_dict`` and follows ``module.to(device)``.
-    """
-    tensor = torch.tensor(value, dtype=torch.float32)
-    if learnable:
-        module.register_parameter(name, nn.Parameter(tensor))
-    else:
-        module.register_buffer(name, tensor)
-
-
 class TemperatureLoss(nn.Module):
     """Base of the losses with a temperature: owns ``logit_scale`` = log(1 / temperature)."""
 
     def __init__(self, temperature: float, learnable_temperature: bool) -> None:
         super().__init__()
         self.learnable_temperature = bool(learnable_temperature)
-        scalar_state(self, "logit_scale", math.log(1.0 / temperature), self.learnable_temperature)
+        register_scalar(self, "logit_scale", math.log(1.0 / temperature), self.learnable_temperature)
 
     def scale(self) -> Tensor:
         """s = exp(logit_scale), clamped at 100 (as open_clip's trainer clamps logit_scale at log 100)."""
-        return self.logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
+        return clamp_logit_scale(self.logit_scale.float()).exp()
 
     def extra_repr(self) -> str:
         return f"temperature={1.0 / self.scale().item():.4g}, learnable_temperature={self.learnable_temperature}"

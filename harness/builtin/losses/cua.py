@@ -18,16 +18,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from harness.api import full_precision, prepare_features
 from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss, clip_contrastive
-from harness.builtin.losses.terms import (
-    Weight,
-    alignment,
-    cross_uniformity,
-    full_precision,
-    prepare_features,
-    uniformity,
-    weighted,
-)
+from harness.builtin.losses.terms import Weight, alignment, cross_uniformity, uniformity, weighted
 
 UniformityWeight = Weight("weight of the in-modal uniformity term 0.5 (unif(X) + unif(Y))")
 AlignmentWeight = Weight("weight of the alignment term mean_i ||x_i - y_i||^2")

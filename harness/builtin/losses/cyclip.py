@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from harness.api import full_precision, prepare_features, symmetric_self_gram
 from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss, clip_contrastive
-from harness.builtin.losses.terms import Weight, full_precision, prepare_features, symmetric_self_gram
+from harness.builtin.losses.terms import Weight
 
 
 CrossWeight = Weight("weight of the cross-modal consistency term C")

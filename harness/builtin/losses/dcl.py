@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from harness.api import full_precision, prepare_features
 from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss
-from harness.builtin.losses.terms import full_precision, prepare_features
 
 
 class DclLoss(TemperatureLoss):

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss, scalar_state
-from harness.builtin.losses.terms import full_precision, prepare_features
+from harness.api import full_precision, prepare_features, register_scalar
+from harness.builtin.losses.clip import LearnableTemperature, Temperature, TemperatureLoss
 
 
 class SigLipLoss(TemperatureLoss):
@@ -37,7 +37,7 @@ class SigLipLoss(TemperatureLoss):
     ) -> None:
         super().__init__(temperature, learnable_temperature)
         self.learnable_bias = bool(learnable_bias)
-        scalar_state(self, "logit_bias", float(bias), self.learnable_bias)
+        register_scalar(self, "logit_bias", float(bias), self.learnable_bias)
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:

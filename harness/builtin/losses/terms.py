@@ -1,4 +1,4 @@
-"""What the losses share: input preparation and the geometry terms (uniformity, alignment).
+"""The geometry terms the built-in losses share (uniformity, alignment) and their term weights.
 
 From Wang & Isola, "Understanding Contrastive Representation Learning through Alignment and
 Uniformity on the Hypersphere" (ICML 2020), with t = 2, as used by Fahim, Murphy & Fyshe, "It's Not a
@@ -16,7 +16,6 @@ Each is undefined for a single sample (no pairs): it raises ``ValueError`` inste
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Annotated
 
@@ -24,7 +23,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from harness.distributed import gather_features
+from harness.api import symmetric_self_gram
 
 
 def as_float(t: Tensor) -> Tensor:
@@ -32,59 +31,9 @@ def as_float(t: Tensor) -> Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def full_precision(forward):
-    """Decorate a loss ``forward``: autocast off inside, so every product runs in float32 (or float64)."""
-
-    @functools.wraps(forward)
-    def wrapper(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
-        with torch.autocast(device_type=image_features.device.type, enabled=False):
-            return forward(self, image_features, text_features)
-
-    return wrapper
-
-
-def prepare_features(image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
-    """Check a batch of paired embeddings, gather it across ranks and cast it up to float32.
-
-    Every loss starts its ``forward`` with this: (N, d) and (N, d) in, the gathered (N_all, d) pair out.
-    """
-    if image_features.ndim != 2 or image_features.shape != text_features.shape:
-        raise ValueError(
-            "image_features and text_features must both be (N, d) with the same shape, got "
-            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
-        )
-    if image_features.shape[0] == 0:
-        raise ValueError("the batch is empty: a loss needs at least one (image, text) pair")
-    image_features, text_features = gather_features(image_features, text_features)
-    return as_float(image_features), as_float(text_features)
-
-
 def _need_pairs(n: int, what: str) -> None:
     if n < 2:
         raise ValueError(f"{what} of a single sample is undefined: it needs a batch of at least 2, got {n}")
-
-
-class _SymmetricSelfGram(torch.autograd.Function):
-    """G = x @ x.T for a consumer symmetric in G (f(G) = f(G^T)), such as in-modal uniformity.
-
-    Such a consumer's gradient g is symmetric, so dL/dx = (g + g^T) x = 2 g x: one product in the
-    backward instead of the two of a general ``mm`` (and no transposed N x N read).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return x @ x.T
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return 2 * (grad @ x)
-
-
-def symmetric_self_gram(x: Tensor) -> Tensor:
-    """x @ x.T, to be consumed only by functions symmetric in it (see ``_SymmetricSelfGram``)."""
-    return _SymmetricSelfGram.apply(x)
 
 
 def neg_sq_dists(a: Tensor, b: Tensor, t: float, gram: Tensor | None = None) -> Tensor:
@@ -92,7 +41,7 @@ def neg_sq_dists(a: Tensor, b: Tensor, t: float, gram: Tensor | None = None) -> 
 
     ``gram`` is ``a @ b.T`` when already computed (e.g. the CLIP similarity matrix); without it,
     ``a`` must be ``b`` and the result must feed a function symmetric in it (in-modal uniformity
-    does), see ``_SymmetricSelfGram``. One fused ``addmm`` on the Gram matrix; no square
+    does), see ``harness.api.symmetric_self_gram``. One fused ``addmm`` on the Gram matrix; no square
     root, so identical rows have finite gradients.
     """
     if gram is None:

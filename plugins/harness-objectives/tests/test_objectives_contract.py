@@ -11,6 +11,7 @@ import torch
 
 import harness
 import harness_objectives
+from harness.testing import parametrize_with_checks
 from objectives_helpers import NAMES, inputs_for, total
 
 SRC = Path(harness_objectives.__file__).parent
@@ -90,11 +91,19 @@ def test_cross_parameter_checks():
         harness_objectives.LOSSES["dhel"](temperature=True)
 
 
+@parametrize_with_checks([("loss", name) for name in NAMES] + [("loss", f) for f in harness_objectives.LOSSES.values()])
+def test_loss_contract(plugin, check):
+    """Each rule of the harness's loss contract, on each loss: by name (registered) and by factory."""
+    check(plugin)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_check_loss(name):
-    testing = pytest.importorskip("harness.testing")
-    testing.check_loss(name)
-    testing.check_loss(harness_objectives.LOSSES[name])
+    """``check_loss`` (every rule at once) passes, registered and built from the factory directly."""
+    from harness.testing import check_loss
+
+    check_loss(name)
+    check_loss(harness_objectives.LOSSES[name])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -190,14 +199,16 @@ def _harness_imports(path: Path) -> list[str]:
 
 
 def test_distribution_uses_only_the_public_api():
-    """No harness.builtin (or any other private module): only ``harness`` and its public names."""
-    public = {"harness", "harness.hookimpl", "harness.gather_features"}
+    """No harness.builtin (or any other private module): only ``harness.api`` and its public names."""
+    import harness.api
+
+    public = {"harness.api", *(f"harness.api.{name}" for name in harness.api.__all__)}
     files = sorted(SRC.rglob("*.py"))
     assert len(files) >= 9
     for path in files:
         for name in _harness_imports(path):
             assert "builtin" not in name, f"{path.name} imports {name}"
-            assert name in public, f"{path.name} imports {name}: not the harness's public API"
+            assert name in public, f"{path.name} imports {name}: not the harness's public plugin API"
     tests = sorted(Path(__file__).parent.glob("*.py"))
     for path in tests:  # the tests may use harness.testing as well, never the built-ins
         for name in _harness_imports(path):

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from harness.api import ArithmeticSet, ArithmeticTriplet, ClassificationSet, EvalSet, RetrievalSet, bind_params
 from harness.builtin.datasets.shapes.attributes import COLOURS, POSITIONS, SHAPES, SIZES
 from harness.builtin.datasets.shapes.grammar import (
     caption_draws,
@@ -30,8 +31,6 @@ from harness.builtin.datasets.shapes.negatives import negative_captions
 from harness.builtin.datasets.shapes.render import render
 from harness.builtin.datasets.shapes.world import Scenes, World, make_world, sample_scenes
 from harness.builtin.datasets.files import LOCAL_PATH
-from harness.params import bind_params
-from harness.types import ArithmeticSet, ArithmeticTriplet, ClassificationSet, EvalSet, RetrievalSet
 
 SHAPE_TEMPLATES = ["a {c}", "a picture of a {c}", "{c} shape", "an image of a {c}", "there is a {c}"]
 COLOUR_TEMPLATES = ["a {c} shape", "something {c}", "a {c} object", "an image of something {c}", "{c}"]

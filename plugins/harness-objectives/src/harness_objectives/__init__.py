@@ -2,8 +2,8 @@
 
 Installed (``pip install ./plugins/harness-objectives``), the ``harness`` entry point in
 pyproject.toml points here and ``harness plugins`` lists the eight losses; a suite names them like
-built-ins. Written as an outside author would: it uses only the harness's public API
-(``harness.hookimpl``, ``harness.gather_features``), torch and pydantic.
+built-ins. Written as an outside author would: it uses only the harness's public plugin API,
+``harness.api``, plus torch and pydantic.
 
 =========================== ======================================== =================================
 name                        paper                                    extras
@@ -19,7 +19,7 @@ name                        paper                                    extras
 =========================== ======================================== =================================
 """
 
-from harness import hookimpl
+from harness.api import hookimpl
 from harness_objectives.barlow_twins import BarlowTwinsLoss
 from harness_objectives.clip_cosine_temperature import CosineTemperatureClipLoss
 from harness_objectives.cloob import CLOOBLoss

@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import check_pair, compute_dtype, full_precision, need_batch, validate
+from harness.api import check_pair, compute_dtype, full_precision, need_batch, validate_params
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default eps, as the reference builds it
 
@@ -56,7 +56,7 @@ class BarlowTwinsLoss(nn.Module):
         ] = 0.0051,
     ) -> None:
         super().__init__()
-        p = validate(BarlowTwinsLoss.__init__, {"off_diagonal_weight": off_diagonal_weight})
+        p = validate_params(BarlowTwinsLoss.__init__, {"off_diagonal_weight": off_diagonal_weight})
         self.off_diagonal_weight = float(p["off_diagonal_weight"])
 
     @full_precision

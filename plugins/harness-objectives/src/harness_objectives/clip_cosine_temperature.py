@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import check_int, full_precision, mask_diagonal_, prepare, register_scalar, row_dots, validate
+from harness.api import full_precision, prepare_features, register_scalar, validate_params
+
+from harness_objectives._common import check_int, mask_diagonal_, row_dots
 
 
 def cosine_temperature(step: int, temperature_min: float, temperature_max: float, period_steps: int) -> float:
@@ -59,7 +61,7 @@ class CosineTemperatureClipLoss(nn.Module):
         period_steps: Annotated[int, Field(ge=1, description="P: optimizer steps per cosine period (not the run's length)")] = 400,
     ) -> None:
         super().__init__()
-        p = validate(
+        p = validate_params(
             CosineTemperatureClipLoss.__init__,
             {"temperature_min": temperature_min, "temperature_max": temperature_max, "period_steps": period_steps},
         )
@@ -79,7 +81,7 @@ class CosineTemperatureClipLoss(nn.Module):
     def forward(self, image_features: Tensor, text_features: Tensor, *, step: int, total_steps: int) -> dict[str, Tensor]:
         step = check_int("step", step)
         check_int("total_steps", total_steps)
-        x, y = prepare(image_features, text_features, "clip_cosine_temperature")
+        x, y = prepare_features(image_features, text_features, "clip_cosine_temperature", at_least=2)
         tau = self.temperature_at(step)
         with torch.no_grad():
             self.logit_scale.fill_(math.log(1.0 / tau))

@@ -33,7 +33,7 @@ terms are SUMMED (not averaged) and multiplied by tau, as in the reference.
 
 Adapted to the harness: the reference is already two-tower (image/text) and symmetric; the
 features arrive L2-normalised, as in the reference. Distributed: the reference gathers the global
-batch with the local shard first (``train.py`` lines 24-50); here ``harness.gather_features``
+batch with the local shard first (``train.py`` lines 24-50); here ``harness.api.prepare_features``
 gathers it in rank order, which gives the same loss (InfoLOOB is permutation invariant).
 ``inv_tau`` is fixed (a buffer ``logit_scale = log(inv_tau)``, so the trainer reports the
 temperature 1/inv_tau). Terms: ``infoloob_image`` (image-anchored) and ``infoloob_text``.
@@ -48,7 +48,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import full_precision, mask_diagonal_, prepare, register_scalar, row_dots, self_gram, validate
+from harness.api import full_precision, prepare_features, register_scalar, self_gram, validate_params
+
+from harness_objectives._common import mask_diagonal_, row_dots
 
 
 def hopfield_retrieve(gram_state_stored: Tensor, stored: Tensor, beta: float) -> Tensor:
@@ -84,14 +86,14 @@ class CLOOBLoss(nn.Module):
         ] = 8.0,
     ) -> None:
         super().__init__()
-        p = validate(CLOOBLoss.__init__, {"inv_tau": inv_tau, "hopfield_scale": hopfield_scale})
+        p = validate_params(CLOOBLoss.__init__, {"inv_tau": inv_tau, "hopfield_scale": hopfield_scale})
         self.inv_tau = float(p["inv_tau"])
         self.hopfield_scale = float(p["hopfield_scale"])
         register_scalar(self, "logit_scale", math.log(self.inv_tau))  # reported as temperature 1/inv_tau
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
-        x, y = prepare(image_features, text_features, "cloob")
+        x, y = prepare_features(image_features, text_features, "cloob", at_least=2)
         beta = self.hopfield_scale
         sim = x @ y.T  # x_i . y_j
         u_x = hopfield_retrieve(self_gram(x), x, beta)  # state X, stored X

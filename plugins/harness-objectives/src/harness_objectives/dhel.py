@@ -37,7 +37,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import full_precision, mask_diagonal_, prepare, register_scalar, row_dots, self_gram, validate
+from harness.api import full_precision, prepare_features, register_scalar, self_gram, validate_params
+
+from harness_objectives._common import mask_diagonal_, row_dots
 
 
 def offdiag_logsumexp_rows(gram: Tensor, scale: float) -> Tensor:
@@ -60,12 +62,14 @@ class DHELLoss(nn.Module):
         ] = 0.3,
     ) -> None:
         super().__init__()
-        self.temperature = float(validate(DHELLoss.__init__, {"temperature": temperature})["temperature"])
+        self.temperature = float(validate_params(DHELLoss.__init__, {"temperature": temperature})["temperature"])
         register_scalar(self, "logit_scale", math.log(1.0 / self.temperature))
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
-        x, y = prepare(image_features, text_features, "dhel", why="the in-modal energy needs other samples")
+        x, y = prepare_features(
+            image_features, text_features, "dhel", at_least=2, why="the in-modal energy needs other samples"
+        )
         s = 1.0 / self.temperature
         energy = offdiag_logsumexp_rows(self_gram(x), s) + offdiag_logsumexp_rows(self_gram(y), s)
         return {"dhel": (energy - s * row_dots(x, y)).mean()}

@@ -41,7 +41,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import full_precision, mask_diagonal_, prepare, register_scalar, row_dots, validate
+from harness.api import full_precision, prepare_features, register_scalar, validate_params
+
+from harness_objectives._common import mask_diagonal_, row_dots
 
 
 class _WeightedNegatives(torch.autograd.Function):
@@ -105,13 +107,13 @@ class HardNegativeNCELoss(nn.Module):
         ] = 0.5,
     ) -> None:
         super().__init__()
-        p = validate(HardNegativeNCELoss.__init__, {"temperature": temperature, "alpha": alpha, "beta": beta})
+        p = validate_params(HardNegativeNCELoss.__init__, {"temperature": temperature, "alpha": alpha, "beta": beta})
         self.temperature, self.alpha, self.beta = float(p["temperature"]), float(p["alpha"]), float(p["beta"])
         register_scalar(self, "logit_scale", math.log(1.0 / self.temperature))
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
-        x, y = prepare(image_features, text_features, "hn_nce")
+        x, y = prepare_features(image_features, text_features, "hn_nce", at_least=2)
         s = 1.0 / self.temperature
         positives = s * row_dots(x, y)  # S_ii
         masked = mask_diagonal_((x @ y.T).mul_(s))  # S, -inf on the diagonal

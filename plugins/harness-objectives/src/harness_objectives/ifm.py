@@ -37,7 +37,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import full_precision, mask_diagonal_, prepare, register_scalar, row_dots, validate
+from harness.api import full_precision, prepare_features, register_scalar, validate_params
+
+from harness_objectives._common import mask_diagonal_, row_dots
 
 
 class IFMLoss(nn.Module):
@@ -57,13 +59,13 @@ class IFMLoss(nn.Module):
         alpha: Annotated[float, Field(ge=0, le=100, description="weight of the perturbed loss; the total is divided by 1 + alpha")] = 1.0,
     ) -> None:
         super().__init__()
-        p = validate(IFMLoss.__init__, {"temperature": temperature, "epsilon": epsilon, "alpha": alpha})
+        p = validate_params(IFMLoss.__init__, {"temperature": temperature, "epsilon": epsilon, "alpha": alpha})
         self.temperature, self.epsilon, self.alpha = float(p["temperature"]), float(p["epsilon"]), float(p["alpha"])
         register_scalar(self, "logit_scale", math.log(1.0 / self.temperature))
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
-        x, y = prepare(image_features, text_features, "ifm")
+        x, y = prepare_features(image_features, text_features, "ifm", at_least=2)
         s = 1.0 / self.temperature
         positives = s * row_dots(x, y)
         masked = mask_diagonal_((x @ y.T).mul_(s))

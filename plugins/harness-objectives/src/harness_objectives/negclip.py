@@ -47,7 +47,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import MAX_LOGIT_SCALE, full_precision, mask_diagonal_, prepare, register_scalar, row_dots, validate
+from harness.api import clamp_logit_scale, full_precision, prepare_features, register_scalar, validate_params
+
+from harness_objectives._common import mask_diagonal_, row_dots
 
 
 class NegCLIPLoss(nn.Module):
@@ -66,19 +68,21 @@ class NegCLIPLoss(nn.Module):
         learnable_temperature: Annotated[bool, Field(description="learn log(1/t) with the model, as CLIP")] = True,
     ) -> None:
         super().__init__()
-        p = validate(NegCLIPLoss.__init__, {"temperature": temperature, "learnable_temperature": learnable_temperature})
+        p = validate_params(NegCLIPLoss.__init__, {"temperature": temperature, "learnable_temperature": learnable_temperature})
         self.learnable_temperature = bool(p["learnable_temperature"])
         register_scalar(self, "logit_scale", math.log(1.0 / float(p["temperature"])), self.learnable_temperature)
 
     @full_precision
     def forward(self, image_features: Tensor, text_features: Tensor, *, text_negatives: Tensor) -> dict[str, Tensor]:
-        x, y = prepare(image_features, text_features, "negclip", why="the text-to-image direction needs other images")
+        x, y = prepare_features(
+            image_features, text_features, "negclip", at_least=2, why="the text-to-image direction needs other images"
+        )
         n, d = x.shape
         if not isinstance(text_negatives, Tensor) or text_negatives.ndim != 3 or text_negatives.shape[0] != n or text_negatives.shape[2] != d:
             shape = tuple(text_negatives.shape) if isinstance(text_negatives, Tensor) else type(text_negatives).__name__
             raise ValueError(f"text_negatives must be (N, K, d) = ({n}, K, {d}), got {shape}")
         negatives = text_negatives.to(x.dtype).reshape(-1, d)  # image 0's K negatives, then image 1's, ...
-        scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp().to(x.dtype)
+        scale = clamp_logit_scale(self.logit_scale).exp().to(x.dtype)
         sx = scale * x
         positives = row_dots(sx, y)
         # the logits [s X Y^T | s X Negatives^T], (N, N + N K), in two blocks; the positives leave the
@@ -93,5 +97,5 @@ class NegCLIPLoss(nn.Module):
         return {"contrastive": F.softplus(margins).mean()}
 
     def extra_repr(self) -> str:
-        t = 1.0 / float(self.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp())
+        t = 1.0 / float(clamp_logit_scale(self.logit_scale.detach()).exp())
         return f"temperature={t:.4g}, learnable_temperature={self.learnable_temperature}"

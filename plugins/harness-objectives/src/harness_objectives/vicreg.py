@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness_objectives._common import check_pair, compute_dtype, full_precision, need_batch, self_gram, validate
+from harness.api import check_pair, compute_dtype, full_precision, need_batch, self_gram, validate_params
 
 STD_EPS = 1e-4  # main_vicreg.py line 205
 
@@ -74,7 +74,7 @@ class VICRegLoss(nn.Module):
         cov_weight: Annotated[float, Field(ge=0, le=1e4, description="weight of the covariance (off-diagonal) term")] = 1.0,
     ) -> None:
         super().__init__()
-        p = validate(VICRegLoss.__init__, {"sim_weight": sim_weight, "var_weight": var_weight, "cov_weight": cov_weight})
+        p = validate_params(VICRegLoss.__init__, {"sim_weight": sim_weight, "var_weight": var_weight, "cov_weight": cov_weight})
         self.sim_weight, self.var_weight, self.cov_weight = (float(p[k]) for k in ("sim_weight", "var_weight", "cov_weight"))
 
     @full_precision
