@@ -208,7 +208,7 @@ def _check_factory(kind: str, spec: PluginSpec, field: str, registry, build: boo
     exception is a bug in the plugin and propagates (the CLI logs its traceback).
     """
     entry = registry.get(kind, spec.name)
-    check = entry.create if build else getattr(entry.factory, "check_params", None)
+    check = entry.create if build else entry.info.check_params
     if not callable(check):
         return None
     try:

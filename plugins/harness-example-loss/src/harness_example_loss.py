@@ -2,7 +2,7 @@
 
 Installed, it is found through the ``harness`` entry-point group (see pyproject.toml) and shows up
 in ``harness plugins``; a suite then names it like a built-in: ``objectives: [example_margin]``.
-It uses only the public plugin API: ``harness.hookimpl``, ``harness.gather_features`` and a
+It uses only the public plugin API: ``harness.api.hookimpl``, ``harness.api.prepare_features`` and a
 ``torch.nn.Module`` whose parameters are ``Annotated[..., Field(...)]`` keyword arguments.
 """
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness import gather_features, hookimpl
+from harness.api import hookimpl, prepare_features
 
 Margin = Annotated[float, Field(ge=0, le=2, description=(
     "margin m by which a pair's cosine should beat each negative's (cosines lie in [-1, 1], so m <= 2)"))]
@@ -51,11 +51,9 @@ class MarginLoss(nn.Module):
         self.margin, self.smoothing = float(margin), float(smoothing)
 
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
-        x, y = gather_features(image_features, text_features)  # the global batch under several workers
-        x, y = (t if t.dtype in (torch.float32, torch.float64) else t.float() for t in (x, y))  # cast up only half
+        # checked, the global batch under several workers, half precision cast up to float32
+        x, y = prepare_features(image_features, text_features, "example_margin", at_least=2)
         n = x.shape[0]
-        if n < 2:
-            raise ValueError(f"example_margin needs a batch of at least 2 (it has no negatives), got {n}")
         sim = x @ y.T
         positives = sim.diagonal()
         off = ~torch.eye(n, dtype=torch.bool, device=sim.device)

@@ -7,8 +7,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
-from harness import hookimpl
-from harness.types import ClassificationSet, RetrievalSet
+from harness.api import ClassificationSet, RetrievalSet, hookimpl
 
 COLOURS = {"red": (210, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 

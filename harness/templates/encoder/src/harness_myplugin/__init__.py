@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from harness import hookimpl
+from harness.api import hookimpl
 
 SIDE = 8  # images are average-pooled to SIDE x SIDE before the linear image tower
 VOCAB = 1024  # words are hashed into this many buckets

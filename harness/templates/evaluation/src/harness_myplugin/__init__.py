@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from harness import Skip, hookimpl
-from harness.types import EvalContext, MetricInfo, RetrievalSet
+from harness.api import EvalContext, MetricInfo, RetrievalSet, Skip, hookimpl
 
 
 class MyPlugin:

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness import gather_features, hookimpl
+from harness.api import hookimpl, prepare_features
 
 
 class MyPlugin(nn.Module):
@@ -36,11 +36,10 @@ class MyPlugin(nn.Module):
         self.negative_weight = negative_weight
 
     def forward(self, image_features: Tensor, text_features: Tensor) -> dict[str, Tensor]:
-        x, y = gather_features(image_features, text_features)  # every worker's pairs (a no-op on one process)
-        x, y = (t if t.dtype in (torch.float32, torch.float64) else t.float() for t in (x, y))  # half: cast up
+        # checked, gathered across workers (a no-op on one process), half precision cast up to float32
+        x, y = prepare_features(image_features, text_features, "myplugin", at_least=2,
+                                why="one pair has no negatives")
         n = x.shape[0]
-        if n < 2:
-            raise ValueError(f"myplugin needs a batch of at least 2 pairs (one pair has no negatives), got {n}")
         sim = x @ y.T
         off_diagonal = ~torch.eye(n, dtype=torch.bool, device=sim.device)
         return {
