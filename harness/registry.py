@@ -9,7 +9,9 @@ or whose hook raises, is reported in ``load_errors`` (one line each) and the oth
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import importlib.metadata as md
 import inspect
 import os
@@ -19,7 +21,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from harness import hookspecs
+from harness import hookspecs, interrupts
 from harness import params as params_mod
 from harness.errors import HarnessError, PluginConflict, PluginNotFound, one_line
 from harness.params import REQUIRED, bind_params  # noqa: F401 - re-exported (older plugins import them here)
@@ -196,6 +198,33 @@ def _version_of(distribution: str) -> str:
         return "unknown"
 
 
+class PluginEscaped(Exception):
+    """A plugin raised ``SystemExit``, ``KeyboardInterrupt`` or another ``BaseException`` outside a job."""
+
+
+def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` for a plugin's import or hook, isolated like any broken plugin.
+
+    What it prints is swallowed (a plugin that runs argparse at import must not print a usage line
+    for the harness's command); a ``SystemExit`` (``sys.exit(0)`` included), ``KeyboardInterrupt``
+    or other ``BaseException`` it raises becomes ``PluginEscaped``, an ordinary load error, unless
+    the user really pressed Ctrl-C or sent SIGTERM meanwhile (``harness.interrupts``), which stops
+    the harness as usual.
+    """
+    sink = io.StringIO()
+    with interrupts.signals(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            raise
+        except BaseException as exc:
+            if interrupts.received() is not None:
+                raise
+            what = f"exit code {exc.code!r}" if isinstance(exc, SystemExit) else type(exc).__name__
+            raise PluginEscaped(f"it raised {type(exc).__name__} ({what}); a plugin must not exit or "
+                                f"interrupt the harness") from None
+
+
 class Registry:
     """Plugins by kind and name, collected once from the plugin manager.
 
@@ -255,7 +284,7 @@ class Registry:
                 continue
             seen.add(key)
             try:
-                obj = ep.load()
+                obj = guarded(ep.load)
             except Exception as exc:  # one broken plugin must not take the others down
                 self.load_errors.append(f"plugin {dist} ({ep.value}) failed to load: {one_line(exc)}")
                 continue
@@ -276,7 +305,7 @@ class Registry:
                 dist = self._distribution.get(impl.plugin_name, impl.plugin_name)
                 register = self._register_fn(kind, dist)
                 try:
-                    impl.function(**{arg: register for arg in impl.argnames})
+                    guarded(impl.function, **{arg: register for arg in impl.argnames})
                 except PluginConflict:
                     raise
                 except Exception as exc:
