@@ -100,6 +100,8 @@ class Run:
     trial: dict[str, Any] = field(default_factory=dict)  # tuning jobs: the values tried
     tuned: dict[str, Any] = field(default_factory=dict)  # final jobs of a tuned suite: the values chosen
     tuning: dict[str, Any] = field(default_factory=dict)  # {"trials": n, "seeds": [...], "metric": column}
+    replicate: int = 0  # job.replicate (the world draw shared by every objective), else the seed
+    dataset_seed: int | None = None  # job.dataset.params.seed, when given
 
     @property
     def error_line(self) -> str:
@@ -135,10 +137,11 @@ class RunStore:
 def _frame(runs: list[Run], metrics: dict[str, Metric]) -> pd.DataFrame:
     rows = [
         {"objective": r.objective, "encoder": r.encoder, "dataset": r.dataset, "seed": r.seed, "status": r.status,
-         LR_COLUMN: r.lr, **r.values}
+         LR_COLUMN: r.lr, "replicate": r.replicate, "dataset_seed": r.dataset_seed, **r.values}
         for r in runs
     ]
-    df = pd.DataFrame(rows, columns=ID_COLUMNS + [LR_COLUMN] + list(metrics))
+    df = pd.DataFrame(rows, columns=ID_COLUMNS + [LR_COLUMN, "replicate", "dataset_seed"] + list(metrics))
+    df["dataset_seed"] = df["dataset_seed"].astype("Int64")
     df["seed"] = df["seed"].astype(int)
     df[LR_COLUMN] = df[LR_COLUMN].astype(float)
     return df
@@ -327,6 +330,12 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
     if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > MAX_SEED:
         raise HarnessError(f"{path}: corrupt result (job.seed must be an integer below 2**63, got {seed!r:.40})")
     labels = {k: _label(job.get(k), k, path) for k in ("objective", "encoder", "dataset")}
+    replicate = seed if job.get("replicate") is None else job["replicate"]  # old runs: the seed is the replicate
+    if not isinstance(replicate, int) or isinstance(replicate, bool) or abs(replicate) > MAX_SEED:
+        raise HarnessError(f"{path}: corrupt result (job.replicate must be an integer below 2**63, got {replicate!r:.40})")
+    world = job["dataset"].get("params") if isinstance(job["dataset"].get("params"), dict) else {}
+    world = world.get("seed") if isinstance(world.get("seed"), int) and not isinstance(world.get("seed"), bool) else None
+    world = world if world is not None and abs(world) <= MAX_SEED else None
     stage = job.get("stage")
     if stage is not None and not isinstance(stage, str):
         raise HarnessError(f"{path}: corrupt result (job.stage must be a string)")
@@ -375,6 +384,8 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
         trial=_scalars(job.get("trial"), path, "job.trial"),
         tuned=_scalars(job.get("tuned"), path, "job.tuned"),
         tuning=_tuning(job.get("tuning"), path),
+        replicate=replicate,
+        dataset_seed=world,
         **labels,
     )
 
