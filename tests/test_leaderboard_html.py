@@ -148,7 +148,8 @@ def test_page_leads_with_the_answer(driver, page):
     headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h2, h3")]
     assert headings[:4] == ["shapes · tiny", "Main score", "Critical-difference diagram", "Gap vs main score"]
     first_table = driver.find_element(By.CSS_SELECTOR, "table.sortable")
-    assert [h.text for h in first_table.find_elements(By.CSS_SELECTOR, "thead th")][:3] == ["objective", "n", "main score ↑"]
+    assert [h.text for h in first_table.find_elements(By.CSS_SELECTOR, "thead th")][:5] == [
+        "objective", "main score ↑ (mean)", "95% CI (bootstrap)", "rank interval (95%)", "tier"]
     # the first figure is on screen within the first two screens of a laptop-sized window
     driver.set_window_size(1280, 900)
     top = driver.execute_script("return document.images[0].getBoundingClientRect().top + window.scrollY")
@@ -220,3 +221,4 @@ def test_index_links_every_suite_and_sorts(driver, board):
     assert heads[0].get_attribute("aria-sort") == "ascending"
     links[0].click()
     assert driver.title == "Leaderboard: html"
+

@@ -59,6 +59,9 @@ def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section
     for kind in ("cd", "gap"):
         if kind in plots:
             parts += [f"<h3>{e(plots[kind].title)}</h3>", _image(out, plots[kind])]
+    across = secs[0].across if secs else []
+    if across:
+        parts += ["<h2>Across tables</h2>", '<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in across) + "</ul>"]
     parts.append("<h2>How to read this page</h2>")
     parts.append(f"<p>{e(MAIN_SCORE_DOC)} Click a column header to sort.</p>")
     parts.append(f"<p><strong>Significance</strong>: {e(SIGNIFICANCE_METHOD)}.</p>")
