@@ -500,6 +500,8 @@ GOOD = json.dumps({"status": "ok", "job": {"seed": 0, "objective": {"name": "a"}
     (GOOD.replace("0.5", "9" * 5000), "an integer of 5000 digits"),
     (GOOD.replace('"seed": 0', '"seed": ' + "1" * 5000), "an integer of 5000 digits"),
     (GOOD.replace('"seed": 0', '"seed": ' + "1" * 25), "job.seed must be an integer below 2**63"),
+    (GOOD.replace('"seed": 0', '"seed": 0, "replicate": "w1"'), "job.replicate must be an integer below 2**63"),
+    (GOOD.replace('"seed": 0', '"seed": 0, "replicate": ' + "1" * 25), "job.replicate must be an integer below 2**63"),
     (GOOD.replace('"metrics"', '"main_scores": {"gap": {"key": "x"}}, "metrics"'), "main_scores.gap.higher_is_better must be true or false"),
     (GOOD.replace('"metrics"', '"main_scores": [1], "metrics"'), "main_scores must be a mapping"),
     (GOOD.replace('"metrics"', '"reference_rows": {"chance": {"x": "high"}}, "metrics"'), "reference_rows.chance.x must be a number"),
