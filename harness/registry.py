@@ -23,6 +23,7 @@ from harness import hookspecs
 from harness import params as params_mod
 from harness.errors import HarnessError, PluginConflict, PluginNotFound, one_line
 from harness.params import REQUIRED, bind_params  # noqa: F401 - re-exported (older plugins import them here)
+from harness.types import declared_extras  # suite and testing import it from here too
 
 KINDS = ("loss", "encoder", "dataset", "evaluation")
 HOOKS = {
@@ -98,17 +99,6 @@ class PluginEntry:
         if self.kind == "dataset":
             out["supplies"] = list(self.supplies)
         return out
-
-
-def declared_extras(obj: Any) -> tuple[str, ...]:
-    """A loss's (or loss factory's) ``extras`` attribute as a tuple of names; () when absent."""
-    extras = getattr(obj, "extras", ()) or ()
-    if isinstance(extras, str):
-        return (extras,)
-    try:
-        return tuple(extras)
-    except TypeError:
-        return (extras,)
 
 
 def _first_doc_line(obj: Any) -> str:

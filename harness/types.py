@@ -44,6 +44,17 @@ SUPPLIED_EXTRAS: tuple[str, ...] = ("text_negatives",)
 BATCH_EXTRAS: tuple[str, ...] = ("image_raw", "text_raw", "text_negatives")
 
 
+def declared_extras(obj: Any) -> tuple[str, ...]:
+    """A loss's (or loss factory's) ``extras`` attribute as a tuple of names; () when absent."""
+    extras = getattr(obj, "extras", ()) or ()
+    if isinstance(extras, str):
+        return (extras,)
+    try:
+        return tuple(extras)
+    except TypeError:
+        return (extras,)
+
+
 @runtime_checkable
 class Loss(Protocol):
     """What a loss plugin's factory returns: a ``torch.nn.Module`` with this ``forward``.
