@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from harness.config import TrainConfig
 from harness.diagnostics import TrainingDiagnostics
+from harness.distributed import world
 from harness.precision import autocast, resolve_precision
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -144,15 +145,6 @@ def step_inputs(encoder, batch, device, precision: str, extras: tuple[str, ...],
     available = {"step": step, "total_steps": steps, "image_raw": raw_x, "text_raw": raw_y, "text_negatives": neg}
     kwargs = {name: available[name] for name in extras}
     return fx, fy, gather_batch(kwargs)
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world size)`` of this process's ``torch.distributed`` group; ``(0, 1)`` outside one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def refuse_batch_norm(model: torch.nn.Module, why: str) -> None:
