@@ -77,7 +77,7 @@ class Run:
     plan: Plan
     cfg: TrainConfig
     pairs: Any
-    step: Step
+    step_fn: Step
     scale: torch.nn.Parameter | None  # the loss's learnable logit_scale, clamped after each update
     diagnostics: TrainingDiagnostics
 
@@ -114,11 +114,11 @@ def train(
     with open(log_path, "a") if log_path else contextlib.nullcontext() as log_file:
         model.train()
         loss_fn.train()
-        step = make_step(plan, encoder, loss_fn, state, device, loss_name)
+        step_fn = make_step(plan, encoder, loss_fn, state, device, loss_name)
         diagnostics = TrainingDiagnostics(pairs, encoder, device, plan.precision, steps, seed, enabled=plan.rank == 0)
         diagnostics.probe(0, log_file)
         log = TrainLog(log_file, cfg.log_every, steps, plan.batch, n, loss_fn, diagnostics, progress)
-        run_steps(Run(plan, cfg, pairs, step, learnable_scale(loss_fn), diagnostics), state, log)
+        run_steps(Run(plan, cfg, pairs, step_fn, learnable_scale(loss_fn), diagnostics), state, log)
     elapsed = log.elapsed()
     stats["env"].update(memory.read(plan.workers))
     stats["final_loss"] = log.final_loss
@@ -146,7 +146,7 @@ def one_step(run: Run, state: LoopState) -> tuple[torch.Tensor, dict[str, torch.
     set_lr(state.opt, lr)
     batch = fetch_batch(run.pairs, idx, state.data.rng, negatives="text_negatives" in run.plan.extras)
     run.diagnostics.after_batch()
-    total, terms = run.step(batch, step)
+    total, terms = run.step_fn(batch, step)
     update(state.opt, state.scaler, run.cfg.grad_clip, run.scale)
     state.step = step + 1
     return total, terms, lr, len(idx)

@@ -21,6 +21,8 @@ from harness.training.state import TrainState
 
 
 class TrainLog:
+    """Owns the log file's training records, the progress callback and the clock of one run."""
+
     def __init__(self, file: IO[str] | None, log_every: int, steps: int, batch: int, n: int,
                  loss_fn: torch.nn.Module, diagnostics: TrainingDiagnostics,
                  progress: Callable[[TrainState], None] | None) -> None:
