@@ -25,7 +25,7 @@ from harness import hookspecs, interrupts
 from harness import params as params_mod
 from harness.errors import HarnessError, PluginConflict, PluginNotFound, one_line
 from harness.params import REQUIRED, bind_params  # noqa: F401 - re-exported (older plugins import them here)
-from harness.types import MainScore
+from harness.types import MainScore, declared_extras, names_of  # suite and testing import declared_extras from here too
 
 KINDS = ("loss", "encoder", "dataset", "evaluation")
 HOOKS = {
@@ -100,8 +100,8 @@ class PluginInfo:
             description=(description.strip().splitlines() or [""])[0] if description else _first_doc_line(factory),
             params=params_mod.param_specs(factory, signature),
             extras=declared_extras(factory) if kind == "loss" else (),
-            supplies=_names(getattr(factory, "supplies", ())) if kind == "dataset" else (),
-            splits=_names(getattr(factory, "splits", ("test",))) if kind == "dataset" else (),
+            supplies=names_of(getattr(factory, "supplies", ())) if kind == "dataset" else (),
+            splits=names_of(getattr(factory, "splits", ("test",))) if kind == "dataset" else (),
             main_score=main_score if isinstance(main_score, MainScore) else None,
             check_params=check if callable(check) else None,
         )
@@ -168,22 +168,6 @@ class PluginEntry:
 
     def as_dict(self) -> dict[str, Any]:
         return self.info.as_dict()
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    """A declared attribute (``extras``, ``supplies``, ``splits``) as a tuple of names; () when empty."""
-    value = value or ()
-    if isinstance(value, str):
-        return (value,)
-    try:
-        return tuple(value)
-    except TypeError:
-        return (value,)
-
-
-def declared_extras(obj: Any) -> tuple[str, ...]:
-    """A loss's (or loss factory's) ``extras`` attribute as a tuple of names; () when absent."""
-    return _names(getattr(obj, "extras", ()))
 
 
 def _first_doc_line(obj: Any) -> str:
