@@ -2,7 +2,8 @@
 
 Its id is a stable short hash of what determines its numbers (plugin names and resolved params,
 train config, seed, evaluations), so re-running a suite finds the jobs it already finished.
-Labels, the suite name, what is saved, the resources, the suite's choice of main score and the tuning
+Labels, the suite name, what is saved and logged, how often a checkpoint is written
+(``train.checkpoint_every``), the resources, the suite's choice of main score and the tuning
 records do not change the numbers and are left out; the evaluation split does (only a tuning trial
 has one other than ``test``).
 """
@@ -13,6 +14,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+
+NOT_IN_ID = ("checkpoint_every",)  # train keys that never change a job's numbers
 
 
 def _canonical(record: dict[str, Any]) -> str:
@@ -59,13 +63,14 @@ class Job:
     trial: dict[str, Any] | None = None  # {"train.lr": 0.001, "params.temperature": 0.05}
     tuned: dict[str, Any] | None = None  # the chosen values
     tuning: dict[str, Any] | None = None  # {"trials": n, "seeds": [...], "metric": "<column>"}
+    log: list[str] = field(default_factory=list)  # the suite's ``log`` (curves: ["tensorboard"]); not in the id
 
     def identity(self) -> dict[str, Any]:
         identity = {
             "objective": self.objective.identity(),
             "encoder": self.encoder.identity(),
             "dataset": self.dataset.identity(),
-            "train": self.train,
+            "train": {k: v for k, v in self.train.items() if k not in NOT_IN_ID},
             "seed": self.seed,
             "evaluations": [e.identity() for e in self.evaluations],
         }
@@ -89,6 +94,8 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["log"]:  # records of suites that log nothing are what they were before ``log`` existed
+            del d["log"]
         d["id"] = self.id
         return d
 
