@@ -67,10 +67,21 @@ class TrainingDiagnostics:
         """``{name: mean over the run}`` of the batch statistics, for the train metrics."""
         return {k: float(np.mean(v)) for k, v in self.total.items()}
 
-    def probe(self, done: int, log_file) -> None:
-        """Run the attribute probes if ``done`` steps is a probe point; append the record to the log."""
+    def state_dict(self) -> dict[str, Any]:
+        """The accumulators (for a mid-run checkpoint: a resumed run's averages are the uninterrupted one's)."""
+        return {"window": {k: list(v) for k, v in self.window.items()},
+                "total": {k: list(v) for k, v in self.total.items()}, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.window = {k: [float(x) for x in v] for k, v in state["window"].items()}
+        self.total = {k: [float(x) for x in v] for k, v in state["total"].items()}
+        self.seconds = float(state["seconds"])
+
+    def probe(self, done: int, log_file) -> dict[str, Any] | None:
+        """Run the attribute probes if ``done`` steps is a probe point; append the record to the log
+        and return it (None when no probe was due)."""
         if done not in self.points:
-            return
+            return None
         t0 = time.perf_counter()
         if self._probe is None:
             self._probe = self.probe_set()
@@ -91,6 +102,7 @@ class TrainingDiagnostics:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
         self.seconds += time.perf_counter() - t0
+        return record
 
 
 def _probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:

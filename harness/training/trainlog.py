@@ -3,14 +3,15 @@
 Every ``log_every`` steps, and after the last, one record: the mean loss over the window, the
 last step's terms, learning rate, throughput, elapsed time, the loss's temperature (and bias)
 and the dataset's batch statistics. Steps count from 1. Time spent probing (``harness.diagnostics``)
-is left out of the training time.
+or writing checkpoints is left out of the training time. With ``curves`` (``harness.training.curves``)
+every record also goes to TensorBoard.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
@@ -25,9 +26,9 @@ class TrainLog:
 
     def __init__(self, file: IO[str] | None, log_every: int, steps: int, batch: int, n: int,
                  loss_fn: torch.nn.Module, diagnostics: TrainingDiagnostics,
-                 progress: Callable[[TrainState], None] | None) -> None:
+                 progress: Callable[[TrainState], None] | None, curves=None) -> None:
         self.file, self.log_every, self.steps, self.batch, self.n = file, log_every, steps, batch, n
-        self.loss_fn, self.diagnostics, self.progress = loss_fn, diagnostics, progress
+        self.loss_fn, self.diagnostics, self.progress, self.curves = loss_fn, diagnostics, progress, curves
         self.final_loss: float | None = None  # the last record's loss
         self.t0 = time.perf_counter()
         self.window_t, self.window_n, self.recent = self.t0, 0, []
@@ -60,14 +61,35 @@ class TrainLog:
         if self.file:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        if self.curves is not None:
+            self.curves.add(record)
         self.final_loss = record["loss"]
 
     def probe(self, done: int) -> None:
         """The diagnostics' probe after ``done`` steps (when one is due), its time off the clock."""
         before = self.diagnostics.seconds
-        self.diagnostics.probe(done, self.file)
-        self.t0 += self.diagnostics.seconds - before
-        self.window_t += self.diagnostics.seconds - before
+        record = self.diagnostics.probe(done, self.file)
+        if record is not None and self.curves is not None:
+            self.curves.add(record)
+        self.off_clock(self.diagnostics.seconds - before)
+
+    def off_clock(self, seconds: float) -> None:
+        """Leave ``seconds`` just spent (probing, checkpointing) out of the training time."""
+        self.t0 += seconds
+        self.window_t += seconds
+
+    def state_dict(self) -> dict[str, Any]:
+        """The window's losses and pairs, the last record's loss and the clock, for a checkpoint."""
+        now = time.perf_counter()
+        return {"recent": list(self.recent), "window_n": self.window_n, "final_loss": self.final_loss,
+                "elapsed": now - self.t0, "window": now - self.window_t}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a checkpoint's window and clock (the training time of the steps it holds counts)."""
+        now = time.perf_counter()
+        self.recent, self.window_n = [float(x) for x in state["recent"]], int(state["window_n"])
+        self.final_loss = None if state["final_loss"] is None else float(state["final_loss"])
+        self.t0, self.window_t = now - float(state["elapsed"]), now - float(state["window"])
 
     def elapsed(self) -> float:
         """Training time so far, in seconds."""
