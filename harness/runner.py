@@ -1,7 +1,10 @@
 """``run_job``: build -> train -> embed the evaluation sets once -> evaluate, into one directory.
 
 Writes ``job.json``, ``log.jsonl`` (training records, then the job's captured library warnings),
-optionally ``checkpoint.pt`` and ``embeddings/<set>.npz``, and last ``result.json``. Whatever a job
+optionally ``checkpoint.pt`` and ``embeddings/<set>.npz``, and last ``result.json``. With a
+``checkpoint_dir`` (outside ``out_dir``, which an interrupted run loses) training resumes from the
+checkpoint there and writes one every ``train.checkpoint_every`` steps; with a ``curves_dir`` it
+writes TensorBoard curves there (``harness.training``). Whatever a job
 raises (an exception, or a plugin's ``SystemExit``/``KeyboardInterrupt``/``GeneratorExit``) fails
 only this job: the result records ``status: failed``, a one-line ``error`` and the ``traceback``.
 Only the user's own Ctrl-C or SIGTERM stops the run (``harness.interrupts``).
@@ -32,6 +35,7 @@ from harness.precision import resolve_precision
 from harness.store import write_json_atomic
 from harness.threads import job_threads, pinned
 from harness.training import TrainState, train
+from harness.training.checkpoint import Checkpointing, CheckpointWarning, ResumeFailed
 from harness.types import EvalContext, MetricInfo, Skip
 
 TRAIN_METRICS = {
@@ -111,8 +115,13 @@ def text_embedder(encoder, device: torch.device, batch: int, precision: str) -> 
 
 
 def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None] | None = None,
-            device: torch.device | None = None) -> dict[str, Any]:
+            device: torch.device | None = None, checkpoint_dir: str | Path | None = None,
+            curves_dir: str | Path | None = None, attempt: int | None = None) -> dict[str, Any]:
     """Run one job into ``out_dir`` and return its result (also written as ``result.json``).
+
+    ``checkpoint_dir``: where the job's mid-run checkpoint lives (None: no checkpoints); the result
+    records ``env.resumed_from_step``. ``curves_dir``: where its TensorBoard curves go (None: none).
+    ``attempt``: which try of the job this is, recorded as ``env.attempts`` (executors that retry).
 
     ``device`` overrides ``train.device`` (a Ray Train worker passes the one Ray gave it). Inside a
     ``torch.distributed`` group (a job of ``resources.workers_per_job`` workers) every worker trains
@@ -128,7 +137,7 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     with pinned(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            _run(job, out_dir, progress, result, device)
+            _run_resuming(job, out_dir, progress, result, device, checkpoint_dir, curves_dir)
             result["status"] = "ok"
         except BaseException as exc:  # one job's failure never takes the suite down; a user's stop does
             if interrupts.is_user_stop(exc):
@@ -137,11 +146,25 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
             result["traceback"] = traceback.format_exc()
     _log_warnings(caught, out_dir / "log.jsonl")
     result["env"]["wall_time_s"] = time.perf_counter() - t0
+    if attempt is not None:
+        result["env"]["attempts"] = attempt
     write_json_atomic(out_dir / "result.json", result)
     return result
 
 
-def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None = None) -> None:
+def _run_resuming(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None,
+                  checkpoint_dir: str | Path | None, curves_dir: str | Path | None) -> None:
+    """``_run``; when a checkpoint that passed its checks breaks while loading, ``_run`` again from scratch."""
+    try:
+        _run(job, out_dir, progress, result, device, checkpoint_dir, curves_dir)
+    except ResumeFailed as exc:
+        (out_dir / "log.jsonl").unlink(missing_ok=True)
+        warnings.warn(f"checkpoint refused: {one_line(exc)}; training starts from step 0", CheckpointWarning)
+        _run(job, out_dir, progress, result, device, checkpoint_dir, curves_dir, resume=False)
+
+
+def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None = None,
+         checkpoint_dir: str | Path | None = None, curves_dir: str | Path | None = None, resume: bool = True) -> None:
     cfg = TrainConfig.model_validate(job.train)
     device = device or resolve_device(cfg.device)
     result["env"] = env_info(device)
@@ -153,8 +176,11 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torc
     if hasattr(dataset, "info"):
         result["dataset_info"] = dataset.info()
 
+    checkpoint = (Checkpointing(Path(checkpoint_dir), cfg.checkpoint_every, job.id, resume)
+                  if checkpoint_dir is not None else None)
+    curves = (Path(curves_dir), job.display) if curves_dir is not None else None
     stats = train(encoder, loss, dataset.train_pairs() if cfg.steps != 0 else [], cfg, job.seed, device,
-                  out_dir / "log.jsonl", progress, loss_name=job.objective.name)
+                  out_dir / "log.jsonl", progress, loss_name=job.objective.name, checkpoint=checkpoint, curves=curves)
     result["metrics"]["train"] = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
     result["metric_info"]["train"] = {k: dataclasses.asdict(v) for k, v in TRAIN_METRICS.items()}
     result["env"]["precision"] = stats.get("precision", "fp32")

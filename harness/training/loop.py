@@ -4,7 +4,9 @@ One optimizer step = one call of the loss's ``forward`` on the whole batch (``ha
 then one update (``harness.training.optim.update``). A run is fixed before its first step
 (``Plan``: sizes, precision, extras, workers, chunking); what changes between steps is its
 ``LoopState`` (``harness.training.state``). Steps are 0-based in code, counted from 1 in messages
-and logs.
+and logs. With ``checkpoint`` a run resumes from its checkpoint and writes one every
+``train.checkpoint_every`` steps (``harness.training.checkpoint``); with ``curves`` it writes
+TensorBoard curves (``harness.training.curves``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from harness.config import TrainConfig
 from harness.diagnostics import TrainingDiagnostics
 from harness.distributed import world
 from harness.precision import resolve_precision
+from harness.training.checkpoint import Checkpointing, Checkpoints
 from harness.training.checks import check_split, refuse_batch_norm
+from harness.training.curves import Curves
 from harness.training.gradcache import GradCacheStep
 from harness.training.inputs import fetch_batch
 from harness.training.memory import PeakMemory
@@ -80,6 +84,7 @@ class Run:
     step_fn: Step
     scale: torch.nn.Parameter | None  # the loss's learnable logit_scale, clamped after each update
     diagnostics: TrainingDiagnostics
+    checkpoints: Checkpoints | None = None
 
 
 def train(
@@ -92,14 +97,21 @@ def train(
     log_path: Path | None = None,
     progress: Callable[[TrainState], None] | None = None,
     loss_name: str = "loss",
+    checkpoint: Checkpointing | None = None,
+    curves: tuple[Path, str] | None = None,
 ) -> dict[str, Any]:
-    """Train ``encoder.model`` (and the loss's own parameters) on ``pairs``; return train metrics."""
+    """Train ``encoder.model`` (and the loss's own parameters) on ``pairs``; return train metrics.
+
+    ``checkpoint``: resume from its checkpoint when there is a good one, and write one every
+    ``checkpoint.every`` steps; ``curves``: ``(directory, title)`` of the TensorBoard curves (rank 0).
+    """
     n = len(pairs)
     steps = total_steps(cfg, n)
     stats: dict[str, Any] = {"steps": steps}
     model = encoder.model.to(device)
     loss_fn = loss_fn.to(device)
     if steps == 0:
+        stats["env"] = {"resumed_from_step": 0}
         stats.update(loss_temperature(loss_fn))
         return stats
     if n == 0:
@@ -116,10 +128,24 @@ def train(
         loss_fn.train()
         step_fn = make_step(plan, encoder, loss_fn, state, device, loss_name)
         diagnostics = TrainingDiagnostics(pairs, encoder, device, plan.precision, steps, seed, enabled=plan.rank == 0)
-        diagnostics.probe(0, log_file)
-        log = TrainLog(log_file, cfg.log_every, steps, plan.batch, n, loss_fn, diagnostics, progress)
-        run_steps(Run(plan, cfg, pairs, step_fn, learnable_scale(loss_fn), diagnostics), state, log)
+        saver = Checkpoints(checkpoint, plan, model, loss_fn, state, device) if checkpoint else None
+        resume = saver.load() if saver else None
+        writer = Curves(curves[0], resume["step"] if resume else 0, curves[1]) if curves and plan.rank == 0 else None
+        log = TrainLog(log_file, cfg.log_every, steps, plan.batch, n, loss_fn, diagnostics, progress, writer)
+        try:
+            if resume is not None:
+                saver.restore(resume, diagnostics, log)
+            else:
+                log.probe(0)
+            stats["env"]["resumed_from_step"] = state.step
+            run_steps(Run(plan, cfg, pairs, step_fn, learnable_scale(loss_fn), diagnostics, saver), state, log)
+        finally:
+            if writer is not None:
+                writer.close()
     elapsed = log.elapsed()
+    if saver is not None:
+        stats["env"].update(checkpoint_every=checkpoint.every, checkpoints_written=saver.written,
+                            checkpoint_s=saver.seconds)
     stats["env"].update(memory.read(plan.workers))
     stats["final_loss"] = log.final_loss
     stats.update(loss_temperature(loss_fn))
@@ -136,6 +162,8 @@ def run_steps(run: Run, state: LoopState, log: TrainLog) -> None:
         total, terms, lr, rows = one_step(run, state)
         log.step_done(step, total, terms, lr, rows)
         log.probe(step + 1)
+        if run.checkpoints is not None and run.checkpoints.due(step + 1):
+            log.off_clock(run.checkpoints.save(run.diagnostics, log))
 
 
 def one_step(run: Run, state: LoopState) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, int]:
