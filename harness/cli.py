@@ -102,13 +102,15 @@ def _plugin_detail(registry, p: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load(path: str):
+def _load(path: str, log: list[str] | None = None):
     from harness.registry import get_registry
     from harness.suite import expand_grid, load_suite
 
     registry = get_registry()
     _print_load_errors(registry)
     suite = load_suite(path)
+    if log:  # harness run --log: added to the suite's own ``log`` (job ids and numbers unchanged)
+        suite = suite.model_copy(update={"log": sorted(set(suite.log) | set(log))})
     return suite, expand_grid(suite, source=path, registry=registry)
 
 
@@ -139,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.executors import run_grid
     from harness.executors.pool import default_jobs
 
-    suite, grid = _load(args.suite)
+    suite, grid = _load(args.suite, args.log)
     summary = run_grid(
         grid,
         out=args.out,
@@ -235,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                    help="local executor: run N jobs at once, each pinned to its resources.cpus_per_job threads "
                         "(default: this machine's CPUs divided by cpus_per_job)")
+    p.add_argument("--log", action="append", choices=["tensorboard"], default=None,
+                   help="also write each job's training curves as TensorBoard event files under "
+                        "OUT/<suite>/tensorboard/<job-id>/ (as the suite's log: [tensorboard])")
     p.set_defaults(func=cmd_run)
 
     p = add("evaluate", "re-run evaluations from saved embeddings, without retraining")

@@ -1,7 +1,8 @@
 """Optional dependencies: cheap probes that say, in one line, what to install.
 
 The schema layer (``harness.config``) and the executors both ask whether Ray Train is there; the
-probe lives here, below both, so neither imports the other for it.
+probe lives here, below both, so neither imports the other for it. A suite's ``log: [tensorboard]``
+asks for TensorBoard (the ``tensorboard`` extra), checked when the suite is expanded.
 """
 
 from __future__ import annotations
@@ -33,3 +34,12 @@ def require_ray_train(full: bool = False) -> None:
                     raise ImportError(name)
     except ImportError:
         raise HarnessError(RAY_TRAIN_MISSING) from None
+
+
+TENSORBOARD_MISSING = "log: tensorboard needs the tensorboard package: pip install 'contrastive-harness[tensorboard]'"
+
+
+def require_tensorboard() -> None:
+    """One-line ``HarnessError`` (exit 2) when ``torch.utils.tensorboard`` cannot write event files."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise HarnessError(TENSORBOARD_MISSING)

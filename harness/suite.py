@@ -59,6 +59,7 @@ class Suite(Strict):
     reference: str | None = Field(default=None, min_length=1, max_length=200)
     evaluations: list[PluginRef] = Field(default_factory=lambda: [PluginRef(name=n) for n in DEFAULT_EVALUATIONS])
     save: list[Literal["checkpoint", "embeddings"]] = Field(default_factory=list)
+    log: list[Literal["tensorboard"]] = Field(default_factory=list)  # training curves; not in the job ids
     resources: Resources = Field(default_factory=Resources)
     requires: list[Annotated[str, Field(pattern=DISTRIBUTION_NAME)]] = Field(default_factory=list)
     main_score: str | None = Field(default=None, min_length=1, max_length=200)
@@ -84,7 +85,7 @@ class Suite(Strict):
     def _seed_or_seeds(cls, v: Any) -> Any:
         return [v] if isinstance(v, int) and not isinstance(v, bool) else v
 
-    @field_validator("seeds", "save")
+    @field_validator("seeds", "save", "log")
     @classmethod
     def _unique(cls, v: list) -> list:
         dupes = [x for x, n in Counter(v).items() if n > 1]
@@ -339,6 +340,10 @@ def expand_grid(suite: Suite, source: str = "<suite>", registry=None, check_buil
 
 
 def _expand(suite: Suite, registry, check_build: bool) -> Grid:
+    if "tensorboard" in suite.log:
+        from harness.optional import require_tensorboard
+
+        require_tensorboard()
     objectives = []
     for i, ref in enumerate(suite.objectives):
         spec = _spec("loss", ref, f"objectives[{i}]", registry)
@@ -383,6 +388,7 @@ def _expand(suite: Suite, registry, check_build: bool) -> Grid:
             seed=seed,
             evaluations=evaluations,
             save=list(suite.save),
+            log=list(suite.log),
             resources=suite.resources.model_dump(),
             main_score=suite.main_score,
             replicate=replicate,

@@ -1,7 +1,18 @@
-"""What every executor shares: the run's summary, which jobs to run, a job's lock, its console line."""
+"""What every executor shares: the run's summary, which jobs to run, a job's lock, its console line,
+and where a job keeps what outlives its temporary directory.
+
+A job's checkpoint lives in ``<runs>/<suite>/.checkpoints/<job-id>/`` and its TensorBoard curves
+(suite ``log: [tensorboard]``) in ``<runs>/<suite>/tensorboard/<job-id>/``: both are written while
+the job runs, so neither can be inside the job's atomic directory, which appears only when the job
+is done and is removed when a run is interrupted. The checkpoint directory is removed once the
+job's result is committed (``drop_checkpoint``); the curves stay. With Ray, workers write both
+directly: on a cluster ``--out`` must be on storage every node shares for a job to resume on
+another node (a node that cannot see it resumes from its own copy, or from step 0).
+"""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +50,7 @@ def plan(store: Store, jobs: list[Job], retry_failed: bool, force: bool, summary
         status = store.status(job.id)
         if status == "ok" and not force:
             summary.skipped.append(job.display)
+            drop_checkpoint(store, job.id)  # left by a run killed between its commit and its cleanup
         elif status == "failed" and not (retry_failed or force):
             error = (store.result(job.id) or {}).get("error") or "unknown error"
             summary.failed.append((job.display, f"{error} (failed in an earlier run; --retry-failed re-runs it)"))
@@ -46,6 +58,27 @@ def plan(store: Store, jobs: list[Job], retry_failed: bool, force: bool, summary
             summary.stamps[job.id] = store.stamp(job.id)
             todo.append(job)
     return todo
+
+
+CHECKPOINTS, CURVES = ".checkpoints", "tensorboard"
+
+
+def side_dirs(store: Store, job: Job) -> dict[str, str | None]:
+    """``run_job``'s ``checkpoint_dir`` and ``curves_dir`` of ``job`` (absolute: Ray workers run
+    elsewhere); ``curves_dir`` is None unless the job logs to TensorBoard."""
+    root = store.dir.resolve()
+    curves = str(root / CURVES / job.id) if "tensorboard" in (job.log or []) else None
+    return {"checkpoint_dir": str(root / CHECKPOINTS / job.id), "curves_dir": curves}
+
+
+def drop_checkpoint(store: Store, job_id: str) -> None:
+    """Remove a finished job's checkpoint directory (a job kept with ``save: [checkpoint]`` has its
+    final weights in its own ``checkpoint.pt``)."""
+    path = store.dir / CHECKPOINTS / job_id
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def acquire(store: Store, job: Job, summary: Summary) -> bool:

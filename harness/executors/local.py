@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from harness.config import workers_of
 from harness.errors import printable
-from harness.executors.common import Summary, acquire, describe, record
+from harness.executors.common import Summary, acquire, describe, drop_checkpoint, record, side_dirs
 from harness.job import Job
 from harness.runner import run_job
 from harness.store import Store
@@ -52,13 +52,14 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
                         from harness.executors.ray_train import LocalWorkers
 
                         workers = workers or LocalWorkers(jobs)
-                        result = workers.run(job, tmp)
+                        result = workers.run(job, tmp, side_dirs(store, job))
                     else:
-                        result = run_job(job, tmp, progress=progress)
+                        result = run_job(job, tmp, progress=progress, attempt=1, **side_dirs(store, job))
                 finally:
                     job_bar.close()
                 store.commit(job.id, tmp)
                 tmp = None
+                drop_checkpoint(store, job.id)
                 record(summary, job, result)
                 tqdm.write(f"[{n}/{len(jobs)}] {job.id} {printable(job.display)}: {printable(describe(result))}", file=sys.stderr)
             finally:

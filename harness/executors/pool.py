@@ -10,8 +10,9 @@ hands the worker a fresh temporary directory, commits it when the worker returns
 result. At most N jobs are in flight. Workers ignore SIGINT: the user's Ctrl-C (or a SIGTERM to the
 driver) stops the driver, which terminates the workers, removes the unfinished temporary
 directories and releases their locks; finished jobs stay committed. A worker that dies (killed for
-memory, a crash in native code) breaks the pool: the jobs in flight are run again once, alone; a job
-whose process dies again is recorded as failed.
+memory, a crash in native code) breaks the pool: the jobs in flight are run again once, alone (from
+their checkpoints; ``env.attempts`` says 2); a job whose process dies again is recorded as failed and
+keeps its checkpoint, so ``--retry-failed`` resumes it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 from typing import Any, Callable
 
 from harness.errors import one_line, printable
-from harness.executors.common import Summary, acquire, describe, record
+from harness.executors.common import Summary, acquire, describe, drop_checkpoint, record, side_dirs
 from harness.job import Job
 from harness.store import Store, write_json_atomic
 from harness.threads import cpu_count, job_threads, thread_env
@@ -53,13 +54,14 @@ def _init_worker() -> None:
     _die_with_parent()
 
 
-def _run_in_worker(job_dict: dict[str, Any], tmp: str) -> dict[str, Any]:
+def _run_in_worker(job_dict: dict[str, Any], tmp: str, dirs: dict[str, str | None] | None = None,
+                   attempt: int = 1) -> dict[str, Any]:
     """Worker body: one job into ``tmp``; whatever it raises is that job's failed result."""
     from harness.runner import failed_result, run_job
 
     job = Job.from_dict(job_dict)
     try:
-        return run_job(job, tmp)
+        return run_job(job, tmp, attempt=attempt, **(dirs or {}))
     except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt is one job's failure here
         import traceback
 
@@ -85,11 +87,11 @@ class JobPool:
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
-    def _submit(self, pool: cf.ProcessPoolExecutor, job: Job) -> cf.Future | None:
+    def _submit(self, pool: cf.ProcessPoolExecutor, job: Job, attempt: int = 1) -> cf.Future | None:
         if not acquire(self.store, job, self.summary):
             return None
         tmp = self.store.new_tmp(job.id)
-        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp))
+        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp), side_dirs(self.store, job), attempt)
         self.flight[future] = (job, tmp)
         return future
 
@@ -98,6 +100,7 @@ class JobPool:
         try:
             result = future.result()
             self.store.commit(job.id, tmp)
+            drop_checkpoint(self.store, job.id)
             self.finished(job, result)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone after a commit; an unfinished one never looks finished
@@ -151,7 +154,7 @@ class JobPool:
 
         pool = self._start(1)
         try:
-            future = self._submit(pool, job)
+            future = self._submit(pool, job, attempt=2)
             if future is None:
                 return
             cf.wait([future])
@@ -163,7 +166,7 @@ class JobPool:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 error = "its worker process died (killed for memory, or a crash in native code), again when run alone"
-                result = failed_result(job, error, error + "\n", env={"executor": "local"})
+                result = failed_result(job, error, error + "\n", env={"executor": "local", "attempts": 2})
                 write_json_atomic(tmp / "job.json", job.to_dict())
                 write_json_atomic(tmp / "result.json", result)
                 self.store.commit(job.id, tmp)

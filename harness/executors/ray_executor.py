@@ -1,13 +1,17 @@
 """The Ray executor: one Ray task per job, finished jobs streamed back with ``ray.wait``.
 
 The driver (this process) keeps the store: it claims each job's lock, submits one task per job
-with the suite's ``resources`` (``num_cpus=cpus_per_job``, ``num_gpus=gpus_per_job``,
-``max_retries=1``: a worker that dies is retried once), and as each task ends writes the job's files
-into a temporary directory of the store and commits it. A task runs ``run_job`` into a fresh local
-temporary directory and returns ``(result, {relative path: bytes})``, so workers need no shared
-filesystem with the driver. A task that Ray itself fails (worker crashed twice, killed for memory)
-is stored as a failed result like any other job failure. A crash of the driver loses at most the
-jobs in flight: their locks go stale and the next run takes them over.
+with the suite's ``resources`` (``num_cpus=cpus_per_job``, ``num_gpus=gpus_per_job``), and as each
+task ends writes the job's files into a temporary directory of the store and commits it. A task runs
+``run_job`` into a fresh local temporary directory and returns ``(result, {relative path: bytes})``,
+so results need no shared filesystem with the driver. A task whose worker process or node dies
+(``RETRYABLE``: crashed, killed for memory, node gone) is submitted again by the driver, up to
+``ATTEMPTS`` tries in all, and resumes from the job's checkpoint, which the task writes directly to
+``<runs>/<suite>/.checkpoints/<job-id>/`` (``harness.executors.common``): on a cluster, ``--out``
+must be on storage the nodes share for a retry on another node to find it. The result records
+``env.attempts``. A job whose last try dies too is stored as a failed result like any other job
+failure, and keeps its checkpoint (``--retry-failed`` resumes it). A crash of the driver loses at
+most the jobs in flight: their locks go stale and the next run takes them over.
 
 Cluster: with ``address`` the driver joins that cluster (its nodes must have the harness and the
 suite's plugins installed; ``HARNESS_LOAD_PLUGINS`` is passed on to its workers; a cluster with
@@ -48,17 +52,21 @@ from typing import Any
 from harness import interrupts
 from harness.config import workers_of
 from harness.errors import one_line, printable
-from harness.executors.common import Summary, acquire, describe, record
+from harness.executors.common import Summary, acquire, describe, drop_checkpoint, record, side_dirs
 from harness.executors.ray_cluster import (LOOPBACK, check_resources, cluster_nodes, connect, import_ray, local_resources,
                                            write_files)
 from harness.job import Job
 from harness.optional import require_ray_train
 from harness.store import Store, write_json_atomic
 
+ATTEMPTS = 3  # tries of a job whose worker process or node dies (each resumes from the checkpoint)
+RETRYABLE = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OutOfMemoryError", "ObjectLostError")
+
 # ------------------------------------------------------------------------------------ the task
 
 
-def run_job_task(job_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+def run_job_task(job_dict: dict[str, Any], dirs: dict[str, str | None] | None = None,
+                 attempt: int = 1) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Ray task body: run one job into a fresh local temporary directory and return its files.
 
     Returns ``(result, {relative posix path: bytes})`` for every file ``run_job`` wrote; the
@@ -68,21 +76,27 @@ def run_job_task(job_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, by
 
     tmp = Path(tempfile.mkdtemp(prefix=f"harness-{job_dict.get('id', 'job')}-"))
     try:
-        result = run_job(Job.from_dict(job_dict), tmp)
+        result = run_job(Job.from_dict(job_dict), tmp, attempt=attempt, **(dirs or {}))
         files = {p.relative_to(tmp).as_posix(): p.read_bytes() for p in sorted(tmp.rglob("*")) if p.is_file()}
         return result, files
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def failed_task_result(job: Job, exc: BaseException) -> dict[str, Any]:
-    """The result of a job whose Ray task failed (worker died after its retry, OOM kill, ...)."""
+def failed_task_result(job: Job, exc: BaseException, attempts: int = ATTEMPTS) -> dict[str, Any]:
+    """The result of a job whose Ray task failed (worker died at every try, a task Ray refused, ...)."""
     from harness.runner import failed_result
 
     detail = one_line(exc).partition(": ")[2]
-    error = f"{type(exc).__name__}: the Ray task of this job failed (retried once): {detail}".rstrip(": ")
+    error = f"{type(exc).__name__}: the Ray task of this job failed (tried {attempts} time(s)): {detail}".rstrip(": ")
     tb = "".join(traceback.format_exception(exc)).rstrip() + "\n"
-    return failed_result(job, error, tb, env={"executor": "ray"})
+    return failed_result(job, error, tb, env={"executor": "ray", "attempts": attempts})
+
+
+def retryable(ray, exc: BaseException) -> bool:
+    """Whether a task failed because its process or node died (not because the job raised)."""
+    kinds = tuple(getattr(ray.exceptions, name) for name in RETRYABLE if hasattr(ray.exceptions, name))
+    return isinstance(exc, kinds) and not isinstance(exc, ray.exceptions.RayTaskError)
 
 
 def _store_result(store: Store, job: Job, result: dict[str, Any], files: dict[str, bytes]) -> None:
@@ -144,26 +158,33 @@ def _submit_and_collect(ray, store: Store, jobs: list[Job], summary: Summary, ad
     options: dict[str, Any] = {
         "num_cpus": resources.get("cpus_per_job") or 1,
         "num_gpus": resources.get("gpus_per_job") or 0,
-        "max_retries": 1,
+        "max_retries": 0,  # the driver retries a job whose worker dies (``ATTEMPTS``), counting the tries
     }
     plugins = os.environ.get("HARNESS_LOAD_PLUGINS")
     if plugins is not None and address:  # a joined cluster's workers do not inherit our environment
         options["runtime_env"] = {"env_vars": {"HARNESS_LOAD_PLUGINS": plugins}}
-    task = ray.remote(run_job_task)
-    workers_task = None
-    for job in jobs:
-        if not acquire(store, job, summary):
-            continue
-        claimed.add(job.id)
+    job_task, workers_task = ray.remote(run_job_task), None
+    attempts: dict[str, int] = {}
+
+    def submit(job: Job, attempt: int) -> None:
+        nonlocal workers_task
         if workers_of(job.resources) > 1:  # a Ray Train job: its driving task holds nothing, its workers do
             from harness.executors.ray_train import run_workers_task
 
             require_ray_train()
             workers_task = workers_task or ray.remote(run_workers_task)
-            ref = workers_task.options(name=f"harness-{job.id}", **{**options, "num_cpus": 0, "num_gpus": 0}).remote(job.to_dict())
+            task, opts = workers_task, {**options, "num_cpus": 0, "num_gpus": 0}
         else:
-            ref = task.options(name=f"harness-{job.id}", **options).remote(job.to_dict())
+            task, opts = job_task, options
+        ref = task.options(name=f"harness-{job.id}", **opts).remote(job.to_dict(), side_dirs(store, job), attempt)
         pending[ref] = job
+        attempts[job.id] = attempt
+
+    for job in jobs:
+        if not acquire(store, job, summary):
+            continue
+        claimed.add(job.id)
+        submit(job, 1)
 
     total, n = len(pending), 0
     while pending:
@@ -173,8 +194,15 @@ def _submit_and_collect(ray, store: Store, jobs: list[Job], summary: Summary, ad
             try:
                 result, files = ray.get(ref)
             except Exception as exc:  # RayTaskError, WorkerCrashedError, OutOfMemoryError, ...
-                result, files = failed_task_result(job, exc), {}
+                if retryable(ray, exc) and attempts[job.id] < ATTEMPTS:
+                    print(f"{job.id} {printable(job.display)}: its worker died ({type(exc).__name__}); trying again "
+                          f"from its checkpoint ({attempts[job.id] + 1} of {ATTEMPTS})", file=sys.stderr)
+                    submit(job, attempts[job.id] + 1)
+                    continue
+                result, files = failed_task_result(job, exc, attempts[job.id]), {}
             _store_result(store, job, result, files)
+            if files:  # the job itself ran to its end (a Ray-level failure keeps the checkpoint)
+                drop_checkpoint(store, job.id)
             record(summary, job, result)
             store.release(job.id)
             claimed.discard(job.id)

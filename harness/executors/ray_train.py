@@ -16,6 +16,10 @@ a one-process job writes, which the driver commits to its store under the same j
   ``WorkerJobFailed`` carrying its result and files, so Ray Train stops the whole group (no worker
   is left waiting in a collective) and the driver stores rank 0's record, else the lowest failing
   rank's.
+- A group that fails because a worker process (or its node) died is started again, up to
+  ``ATTEMPTS`` tries in all (``env.attempts``): every worker resumes from the checkpoint rank 0
+  writes in the job's checkpoint directory (on storage all nodes share), RNG states included (each
+  worker's equal rank 0's: every rank seeds alike and draws as much).
 
 ``ray.train`` is imported only here, and only for such jobs (the ``ray`` extra, ``ray[train]``).
 """
@@ -37,6 +41,8 @@ from harness.executors.ray_cluster import (check_worker_resources, cluster_nodes
                                            start_local_cluster, write_files)
 from harness.job import Job
 from harness.optional import require_ray_train
+
+ATTEMPTS = 3  # tries of a job whose worker group died (each resumes from the checkpoint)
 
 def backend_for(gpus_per_worker: float) -> str:
     """The ``torch.distributed`` backend of a job's workers: nccl when they hold GPUs, else gloo."""
@@ -84,7 +90,8 @@ def worker_loop(config: dict[str, Any]):
         torch.cuda.set_device(device)
     tmp = Path(tempfile.mkdtemp(prefix=f"harness-{config['job'].get('id', 'job')}-w{rank}-"))
     try:
-        result = run_job(Job.from_dict(config["job"]), tmp, device=device if device.type == "cuda" else None)
+        result = run_job(Job.from_dict(config["job"]), tmp, device=device if device.type == "cuda" else None,
+                         attempt=config.get("attempt"), **(config.get("dirs") or {}))
         files = _read_files(tmp) if rank == 0 or result.get("status") != "ok" else {}
         if result.get("status") != "ok":
             raise WorkerJobFailed(rank, result, files)
@@ -113,17 +120,39 @@ def failed_group_result(job: Job, exc: BaseException) -> tuple[dict[str, Any], d
     return failed_result(job, error, tb, env={"executor": "ray-train", "workers_per_job": workers_of(job.resources)}), {}
 
 
-def run_workers(job: Job) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Run ``job`` as its Ray Train workers on the connected Ray cluster: rank 0's ``(result, files)``."""
+def died(exc: BaseException) -> bool:
+    """Whether a group failed because a worker died (no worker sent a ``WorkerJobFailed``)."""
+    failures = dict(getattr(exc, "worker_failures", None) or {})
+    return not any(isinstance(e, WorkerJobFailed) for e in failures.values())
+
+
+def run_workers(job: Job, dirs: dict[str, str | None] | None = None,
+                attempt: int = 1) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Run ``job`` as its Ray Train workers on the connected Ray cluster: rank 0's ``(result, files)``;
+    a group whose worker died runs again from the job's checkpoint, up to ``ATTEMPTS`` tries."""
     require_ray_train(full=True)
-    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train import TrainingFailedError
+
+    while True:
+        try:
+            return _fit(job, dirs, attempt)
+        except TrainingFailedError as exc:
+            if attempt >= ATTEMPTS or not died(exc):
+                result, files = failed_group_result(job, exc)
+                result.setdefault("env", {})["attempts"] = attempt
+                return result, files
+            attempt += 1
+
+
+def _fit(job: Job, dirs: dict[str, str | None] | None, attempt: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     resources = dict(job.resources)
     storage = tempfile.mkdtemp(prefix=f"harness-train-{job.id}-")
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"job": job.to_dict()},
+        train_loop_config={"job": job.to_dict(), "dirs": dirs, "attempt": attempt},
         torch_config=TorchConfig(backend=backend_for(worker_gpus(resources))),
         scaling_config=ScalingConfig(**scaling(resources)),
         run_config=RunConfig(name=f"harness-{job.id}-{uuid.uuid4().hex[:8]}", storage_path=storage,
@@ -134,15 +163,14 @@ def run_workers(job: Job) -> tuple[dict[str, Any], dict[str, bytes]]:
         if not isinstance(out.return_value, tuple):
             raise RuntimeError("rank 0 of the job's workers returned no result")
         return out.return_value
-    except TrainingFailedError as exc:
-        return failed_group_result(job, exc)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
 
 
-def run_workers_task(job_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+def run_workers_task(job_dict: dict[str, Any], dirs: dict[str, str | None] | None = None,
+                     attempt: int = 1) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Ray task body (``num_cpus=0``) of the Ray executor for a job with workers."""
-    return run_workers(Job.from_dict(job_dict))
+    return run_workers(Job.from_dict(job_dict), dirs, attempt)
 
 
 def write_job(tmp: Path, job: Job, result: dict[str, Any], files: dict[str, bytes]) -> None:
@@ -185,12 +213,12 @@ class LocalWorkers:
             self.ray = ray
         check_worker_resources(job.resources, cluster_nodes(self.ray), "the Ray cluster")
 
-    def run(self, job: Job, tmp: Path) -> dict[str, Any]:
+    def run(self, job: Job, tmp: Path, dirs: dict[str, str | None] | None = None) -> dict[str, Any]:
         from harness import interrupts
 
         self._connect(job)
         with interrupts.signals():  # ray.init replaced the handlers: ours again
-            result, files = run_workers(job)
+            result, files = run_workers(job, dirs)
         write_job(tmp, job, result, files)
         return result
 
