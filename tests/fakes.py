@@ -76,6 +76,21 @@ SOURCE = textwrap.dedent(
             ]
 
 
+    class MarkedDataset(ToyDataset):
+        """ToyDataset that appends its process id and Ray node (if any) to ``marker`` when built (test only)."""
+
+        def __init__(self, marker: str = "", seed: int = 0, n: int = 256, sleep: float = 0.0):
+            import os
+            import sys
+
+            node = ""
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+                node = sys.modules["ray"].get_runtime_context().get_node_id()
+            with open(marker, "a") as f:
+                f.write(f"{os.getpid()} {node}\\n")
+            super().__init__(seed=seed, n=n, sleep=sleep)
+
+
     class Towers(torch.nn.Module):
         def __init__(self, dim):
             super().__init__()
@@ -165,6 +180,7 @@ SOURCE = textwrap.dedent(
     @hookimpl
     def harness_register_datasets(register):
         register("toy", ToyDataset)
+        register("toy_marked", MarkedDataset)
 
 
     @hookimpl
