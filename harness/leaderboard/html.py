@@ -10,6 +10,7 @@ that sorting never touches, so they stay marked at the bottom.
 
 from __future__ import annotations
 
+import base64
 from html import escape as e
 from pathlib import Path
 
