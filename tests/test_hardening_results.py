@@ -354,8 +354,8 @@ def test_csv_files_neutralise_formulas_and_keep_numbers(tmp_path):
     _store_with_formula_labels(root)
     out = build_leaderboard(root, out=tmp_path / "lb")
     files = sorted(out.glob("*.csv"))
-    assert {f.name for f in files} == {"results.csv", "summary.csv", "pairwise.csv", "tables.csv", "references.csv",
-                                       "tuning.csv"}
+    assert {f.name for f in files} == {"results.csv", "summary.csv", "pairwise.csv", "contrasts.csv", "across.csv",
+                                       "tables.csv", "references.csv", "tuning.csv"}
     numbers = 0
     for f in files:
         for row in csv.reader(f.open(newline="")):

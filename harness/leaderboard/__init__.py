@@ -2,11 +2,9 @@
 
 ``build_leaderboard(runs_dir, out)`` writes into ``out`` (default ``leaderboard/<suite>``):
 
-- ``results.csv``: one row per final job: ``objective, encoder, dataset, seed, status, train.lr,
-  main_score, replicate, dataset_seed``, then a column per metric named ``<evaluation>.<key>[.<key>...]``;
-  failed jobs included with their status (main_score NaN). ``main_score`` is the job's value of its
-  table's main score: the exact numbers the tests use. ``replicate`` is the job's world draw (its seed
-  in runs without replicates). Tuning jobs are never rows here.
+- ``results.csv``: one row per final job: ``objective, encoder, dataset, seed, replicate, dataset_seed,
+  status, train.lr, main_score``, then ``<evaluation>.<key>[.<key>...]`` per metric; failed jobs with
+  their status (main_score NaN). ``replicate``: the job's world draw (its seed in runs of seeds).
 - ``summary.csv``: per (dataset, encoder, objective): ``rank`` (order of the means; empty without a main
   score), ``trained, n_ok, n_failed, replicates, main_score.mean|std|n, ci_low, ci_high, rank_low,
   rank_high, tier, vs_reference, diff_vs_reference, p_vs_reference, p_holm_vs_reference, mean_rank``,
@@ -22,9 +20,8 @@
 - ``across.csv``: Friedman's test across tables and Kendall's tau for every pair of encoders of a dataset.
 - ``references.csv``: ``dataset, encoder, reference, metric, mean, std, n``, one row per reference
   row and metric (plus ``metric = main_score`` when the reference has every main-score column).
-- ``tuning.csv`` (only when the runs hold tuning jobs): ``objective, encoder, dataset, seed, status,
-  train.lr, trial.<name>..., metric, score``, then the tuning jobs' metric columns; ``metric`` is the
-  validation column the suite selects by and ``score`` its value.
+- ``tuning.csv`` (tuned suites): the results columns, ``trial.<name>..., metric, score`` (the
+  validation column selected by and its value), then the tuning jobs' metric columns.
 - ``board.json``: the facts ``build_index`` shows for this suite.
 - ``README.md`` (tabulate) and ``index.html`` (standalone, sortable): the answer first (main-score
   table with CI, rank interval and tier, critical-difference diagram, gap-vs-score plot), then how to
