@@ -180,7 +180,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if bad:
         raise HarnessError(f"--format: unknown format {bad[0]!r}; choose from md, html, csv")
     out = build_leaderboard(args.runs_dir, out=args.out, formats=formats, command=" ".join(["harness", *sys.argv[1:]]))
-    print(f"leaderboard written to {out}")
+    page = out / "index.html" if "html" in formats else out
+    print(f"leaderboard written to {out} (open {page})")
+    if args.compare is not None:
+        from harness.leaderboard.reproduce import compare
+
+        print(compare(out, Path(args.compare)))
     return 0
 
 
@@ -268,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs_dir", help="a results directory, e.g. runs/gap")
     p.add_argument("--out", default=None, help="output directory (default: leaderboard/<suite name>)")
     p.add_argument("--format", default="md,html,csv", help="comma list of md, html, csv (default: all)")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="then say whether the results reproduce those of a committed page, e.g. leaderboard/gap")
     p.set_defaults(func=cmd_leaderboard)
     return parser
 

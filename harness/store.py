@@ -129,6 +129,16 @@ def read_manifest(suite_dir: Path) -> set[str] | None:
     return set(jobs)
 
 
+def manifest_displays(suite_dir: Path) -> dict[str, str]:
+    """job id -> its one-line description, as ``.suite.json`` records them ({} when absent or damaged)."""
+    try:
+        data = read_json(suite_dir / MANIFEST, MAX_MANIFEST_BYTES)
+    except (OSError, Refused):
+        return {}
+    shown = data.get("displays") if isinstance(data, dict) else None
+    return {k: v for k, v in shown.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(shown, dict) else {}
+
+
 def _remove(path: Path) -> None:
     """Remove ``path`` whatever it is (a directory tree, a file, a link: never what a link points to)."""
     try:
@@ -200,7 +210,7 @@ class Store:
             os.rename(tmp, final)
         return final
 
-    def record_current(self, suite: str, job_ids: list[str]) -> None:
+    def record_current(self, suite: str, job_ids: list[str], displays: dict[str, str] | None = None) -> None:
         """Write ``.suite.json``: the jobs of the suite as this run defines it (``harness run``
         rewrites it each time), so the leaderboard never pools an edited suite's old jobs with its new ones."""
         if os.path.isdir(self.dir / MANIFEST) and not os.path.islink(self.dir / MANIFEST):
@@ -210,6 +220,7 @@ class Store:
             "about": "the jobs of the last `harness run` of this suite; `harness leaderboard` shows only these",
             "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "jobs": list(dict.fromkeys(job_ids)),
+            "displays": {k: str(v)[:300] for k, v in (displays or {}).items() if k in set(job_ids)},
         })
 
     # ---------------------------------------------------------------- locks

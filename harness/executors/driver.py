@@ -42,7 +42,8 @@ def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: s
 
     suite = grid.suite
     if not grid.trials:
-        open_store(out, suite.name).record_current(suite.name, [job.id for job in grid.jobs])
+        open_store(out, suite.name).record_current(suite.name, [job.id for job in grid.jobs],
+                                                   {job.id: job.display for job in grid.jobs})
         return run_suite(suite, grid.jobs, out, executor, address, retry_failed, force, jobs)
     stage1 = grid.tuning_jobs()
     open_store(out, suite.name).record_current(suite.name, [job.id for job in stage1])
@@ -58,7 +59,8 @@ def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: s
         print(f"chosen for {printable(objective)} | {printable(encoder)} | {printable(dataset)}: {values} "
               f"(validation {pick['score']:.4f})", file=sys.stderr)
     finals, missing = final_jobs(grid.jobs, grid.trials, grid.objectives, chosen, suite, get_registry())
-    open_store(out, suite.name).record_current(suite.name, [job.id for job in stage1 + finals])
+    open_store(out, suite.name).record_current(suite.name, [job.id for job in stage1 + finals],
+                                               {job.id: job.display for job in stage1 + finals})
     second = run_suite(suite, finals, out, executor, address, retry_failed, force, jobs)
     second.failed += [(job.display, f"not run: {why}") for job, why in missing]
     if missing:

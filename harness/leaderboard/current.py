@@ -24,7 +24,7 @@ from typing import Any
 
 from harness.errors import HarnessError, printable
 from harness.safefiles import Refused
-from harness.store import MANIFEST, read_manifest
+from harness.store import MANIFEST, manifest_displays, read_manifest
 
 SPEC_KEYS = ("objective", "encoder", "dataset")
 
@@ -57,6 +57,16 @@ class Current:
             return True
         self.left_out += 1
         return False
+
+
+    def completeness(self, root: Path, found: set[str]) -> tuple[int | None, list[str]]:
+        """(jobs the suite's last run defined, the descriptions of those with no result yet) for a
+        suite directory with a ``.suite.json``; (None, []) otherwise."""
+        ids = self.manifests.get(root)
+        if ids is None:
+            return None, []
+        shown = manifest_displays(root)
+        return len(ids), sorted(printable(shown.get(i, i)) for i in ids - found)
 
 
 def configuration(job: dict[str, Any]) -> dict[str, Any]:

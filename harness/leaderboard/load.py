@@ -137,6 +137,8 @@ class RunStore:
     tuning: list[Run] = field(default_factory=list)
     tuning_metrics: dict[str, Metric] = field(default_factory=dict)
     left_out: int = 0  # jobs of an earlier configuration of the suite (not in its .suite.json)
+    expected: int | None = None  # jobs of the suite's last `harness run` (.suite.json), when recorded
+    missing: list[str] = field(default_factory=list)  # those without a result yet (their descriptions)
 
     def frame(self) -> pd.DataFrame:
         """results.csv without main_score: objective, encoder, dataset, seed, status, train.lr, then one column per metric."""
@@ -417,5 +419,6 @@ def load_runs(runs_dir: str | Path) -> RunStore:
     everything.sort(key=lambda r: (r.dataset, r.encoder, r.objective, r.seed, json.dumps(r.trial, sort_keys=True, default=str), str(r.dir)))
     runs = [r for r in everything if r.stage != "tune"]
     tuning = [r for r in everything if r.stage == "tune"]
+    expected, missing = current.completeness(root, {r.dir.name for r in everything})
     return RunStore(runs_dir=root, suite=suites[0] or root.name, runs=runs, metrics=metrics, tuning=tuning,
-                    tuning_metrics=tuning_metrics, left_out=current.left_out)
+                    tuning_metrics=tuning_metrics, left_out=current.left_out, expected=expected, missing=missing)
