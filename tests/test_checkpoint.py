@@ -139,6 +139,7 @@ def _bad_checkpoints(job: Job, tmp: Path) -> dict[str, callable]:
         "truncated": lambda p: p.write_bytes(blob[: len(blob) // 2]),
         "another job's": lambda p: p.write_bytes(blob),
         "symlink": lambda p: p.symlink_to(good / "checkpoint.pt"),
+        "fifo": lambda p: os.mkfifo(p),
         "huge": lambda p: os.truncate(p.write_bytes(b"") or p, 2**34),  # sparse
         "hostile pickle": lambda p: torch.save({"format": Boom()}, p),
         "other shapes": edited(lambda d: d["model"].update({"image.weight": torch.zeros(3, 48)})),

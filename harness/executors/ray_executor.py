@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -87,7 +88,7 @@ def failed_task_result(job: Job, exc: BaseException, attempts: int = ATTEMPTS) -
     """The result of a job whose Ray task failed (worker died at every try, a task Ray refused, ...)."""
     from harness.runner import failed_result
 
-    detail = one_line(exc).partition(": ")[2]
+    detail = printable(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", one_line(exc).partition(": ")[2]))  # Ray colours its text
     error = f"{type(exc).__name__}: the Ray task of this job failed (tried {attempts} time(s)): {detail}".rstrip(": ")
     tb = "".join(traceback.format_exception(exc)).rstrip() + "\n"
     return failed_result(job, error, tb, env={"executor": "ray", "attempts": attempts})

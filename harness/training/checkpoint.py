@@ -26,6 +26,7 @@ runner runs the job again from scratch.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -177,28 +178,35 @@ def state_bytes(*modules) -> int:
 
 
 def read(path: Path, limit: int) -> dict[str, Any]:
-    """The checkpoint at ``path``, read with ``torch.load(weights_only=True)`` within ``limit`` bytes."""
+    """The checkpoint at ``path``, read with ``torch.load(weights_only=True)`` within ``limit`` bytes:
+    opened without following a symlink or waiting on a FIFO, checked on the descriptor it reads."""
     try:
-        info = os.lstat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise CheckpointRefused("no checkpoint") from None
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
-        raise CheckpointRefused(f"{path.name} is not a regular file")
-    if info.st_size > limit:
-        raise CheckpointRefused(f"{path.name} is {info.st_size} bytes, over the limit of {limit} for this model")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-        if any(m.compress_type != zipfile.ZIP_STORED for m in members) or sum(m.file_size for m in members) > limit:
-            raise CheckpointRefused(f"{path.name} holds compressed or oversized members")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except CheckpointRefused:
-        raise
-    except pickle.UnpicklingError:
-        raise CheckpointRefused(f"{path.name} holds objects that torch.load(weights_only=True) refuses") from None
-    except Exception as exc:  # truncated, corrupt
-        text = " ".join(str(exc).split())[:200]
-        raise CheckpointRefused(f"{path.name} cannot be read: {type(exc).__name__}: {text}") from None
+    except OSError as exc:
+        why = "is a symlink" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror or exc})"
+        raise CheckpointRefused(f"{path.name} {why}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointRefused(f"{path.name} is not a regular file")
+        if info.st_size > limit:
+            raise CheckpointRefused(f"{path.name} is {info.st_size} bytes, over the limit of {limit} for this model")
+        try:
+            with zipfile.ZipFile(fh) as archive:
+                members = archive.infolist()
+            if any(m.compress_type != zipfile.ZIP_STORED for m in members) or sum(m.file_size for m in members) > limit:
+                raise CheckpointRefused(f"{path.name} holds compressed or oversized members")
+            fh.seek(0)
+            payload = torch.load(fh, map_location="cpu", weights_only=True)
+        except CheckpointRefused:
+            raise
+        except pickle.UnpicklingError:
+            raise CheckpointRefused(f"{path.name} holds objects that torch.load(weights_only=True) refuses") from None
+        except Exception as exc:  # truncated, corrupt
+            text = " ".join(str(exc).split())[:200]
+            raise CheckpointRefused(f"{path.name} cannot be read: {type(exc).__name__}: {text}") from None
     if not isinstance(payload, dict):
         raise CheckpointRefused(f"{path.name} is not a checkpoint")
     return payload
