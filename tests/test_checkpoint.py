@@ -328,3 +328,29 @@ def test_a_killed_run_resumes_each_job_from_its_last_checkpoint(toy, tmp_path, s
     assert list((out / "toy" / ".tmp").iterdir()) == [] and list((out / "toy" / ".locks").iterdir()) == []
     curves = scalars(out / "toy" / "tensorboard" / job.id)
     assert [s for s, _ in curves["loss/total"]] == list(range(5, 61, 5))
+
+
+@pytest.mark.slow
+def test_a_pool_worker_that_dies_runs_its_jobs_again_from_their_checkpoints(toy, tmp_path):
+    """``--jobs 2``: SIGKILL one worker process once a job has two checkpoints; the pool breaks, both
+    jobs in flight run again alone (``env.attempts`` 2) from their checkpoints, with the same numbers."""
+    marker = tmp_path / "tries.txt"
+    data = fakes.toy_suite(steps=60, sleep=0.02, seeds=[0, 1])
+    data["datasets"] = [{"name": "toy_marked", "params": {"marker": str(marker), "sleep": 0.02}}]
+    data["train"]["checkpoint_every"] = 10
+    suite_file = tmp_path / "toy.yaml"
+    suite_file.write_text(yaml.safe_dump(data))
+    jobs = expand(parse_suite(data))
+    out = tmp_path / "runs"
+    proc = harness_cli(["run", str(suite_file), "--out", str(out), "--jobs", "2"], toy, tmp_path, background=True)
+    wait_for_checkpoints(out / "toy" / ".checkpoints" / jobs[0].id / "checkpoint.pt", 2, proc)
+    os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    results = {j.id: json.loads((out / "toy" / j.id / "result.json").read_text()) for j in jobs}
+    assert all(r["status"] == "ok" and r["env"]["attempts"] == 2 for r in results.values()), err[-2000:]
+    assert results[jobs[0].id]["env"]["resumed_from_step"] >= 20
+    for job in jobs:
+        whole = run_job(job, tmp_path / f"whole-{job.id}")
+        assert without_timing(results[job.id]["metrics"]) == without_timing(whole["metrics"])
+    assert not (out / "toy" / ".checkpoints").exists() or list((out / "toy" / ".checkpoints").iterdir()) == []

@@ -116,3 +116,43 @@ def test_ray_executor_runs_workers_with_micro_batches_and_records_a_failing_job(
     assert failed["error"].startswith("ValueError: loss 'toy_dot' does not gather its inputs across workers")
     assert "\n" not in failed["error"] and (two["toy_dot"] / "job.json").exists()
     assert json.loads((one["toy_dot"] / "result.json").read_text())["status"] == "ok"  # fine in one process
+
+
+@pytest.mark.slow
+def test_a_job_of_two_workers_resumes_from_rank_0s_checkpoint(tmp_path, monkeypatch):
+    """Rank 0 writes the checkpoint (every 4 of 12 steps; the one of step 8 outlives a finished
+    ``run_workers``, whose caller would drop it); both workers of the next run resume from it and end
+    with the first run's numbers."""
+    from harness.executors.ray_train import LocalWorkers
+
+    root = Path(__file__).resolve().parents[1]
+    site = fakes.install(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", fakes.DIST)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    set_registry(Registry())
+    workers = None
+    try:
+        data = fakes.toy_suite(steps=12, objectives=[{"name": "clip"}])
+        data["train"].update(lr=1e-3, checkpoint_every=4)
+        data["resources"] = {"cpus_per_job": 2, "workers_per_job": 2}
+        job = expand(parse_suite(data))[0]
+        workers = LocalWorkers([job])
+        dirs = {"checkpoint_dir": str(tmp_path / "ckpt"), "curves_dir": None}
+        first = workers.run(job, tmp_path / "first", dirs)
+        assert first["status"] == "ok", first.get("error")
+        assert first["env"]["resumed_from_step"] == 0 and first["env"]["checkpoints_written"] == 2
+        again = workers.run(job, tmp_path / "again", dirs)
+    finally:
+        if workers is not None:
+            workers.close()
+        set_registry(None)
+    assert again["status"] == "ok", again.get("error")
+    assert again["env"]["resumed_from_step"] == 8 and again["env"]["workers_per_job"] == 2
+    def untimed(metrics: dict) -> dict:
+        return {k: {kk: vv for kk, vv in v.items() if kk not in TIMING} for k, v in metrics.items()}
+
+    assert untimed(again["metrics"]) == untimed(first["metrics"])  # bit-identical
+    logged = [json.loads(line)["step"] for line in (tmp_path / "again" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert logged == [5, 10, 12]
