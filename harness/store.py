@@ -6,6 +6,8 @@ Layout under ``OUT/<suite>/``::
                          [checkpoint.pt], [embeddings/<set>.npz]
     .tmp/<job_id>.<pid>.<rand>/   a job in progress; renamed to <job_id>/ when complete
     .locks/<job_id>.lock          flock()ed by the run executing that job (holds {"pid", "host", "since"})
+    .checkpoints/<job_id>/        its mid-run checkpoint while it runs (``harness.executors.common``)
+    tensorboard/<job_id>/         its training curves, with ``log: [tensorboard]``
     .suite.json          the ids of the jobs of the suite's last ``harness run`` (its current
                          configuration): the leaderboard shows those jobs only
 

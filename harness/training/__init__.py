@@ -7,7 +7,8 @@
 - ``optim``: AdamW's parameter groups, the learning-rate schedule, one update, the temperature;
 - ``state``: what changes between steps (``LoopState``, ``DataOrder``, ``RandState``), ``TrainState``;
 - ``checks``: what training refuses (``NonFiniteLoss``, ``BadLossOutput``, ...);
-- ``memory``: the run's peak memory; ``trainlog``: its ``log.jsonl`` records and clock.
+- ``memory``: the run's peak memory; ``trainlog``: its ``log.jsonl`` records and clock;
+- ``checkpoint``: mid-run checkpoints, checked before a resume; ``curves``: TensorBoard event files.
 """
 
 from harness.training.checks import BadLossOutput, NonFiniteLoss, check_finite, check_terms, refuse_batch_norm
