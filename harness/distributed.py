@@ -14,6 +14,16 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def agree(value: int, device: torch.device | None = None) -> bool:
+    """Whether every rank of the group passed the same ``value`` (True outside a group); one
+    ``all_reduce``, which every rank must reach (on ``device``: the CUDA device under nccl)."""
+    if world()[1] == 1:
+        return True
+    both = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MIN)
+    return int(both[0]) == -int(both[1])
+
+
 def gather_features(image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
     """All ranks' embeddings concatenated in rank order, this rank's shard kept in the graph.
 

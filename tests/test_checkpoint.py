@@ -354,3 +354,40 @@ def test_a_pool_worker_that_dies_runs_its_jobs_again_from_their_checkpoints(toy,
         whole = run_job(job, tmp_path / f"whole-{job.id}")
         assert without_timing(results[job.id]["metrics"]) == without_timing(whole["metrics"])
     assert not (out / "toy" / ".checkpoints").exists() or list((out / "toy" / ".checkpoints").iterdir()) == []
+
+
+def _agree_in_group(rank: int, port: int, values: list[int], results) -> None:
+    import torch.distributed as dist
+
+    from harness.distributed import agree
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results.put((rank, agree(values[rank])))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_workers_of_a_job_resume_only_when_they_all_found_the_same_step():
+    """``harness.distributed.agree`` (what ``Checkpoints.load`` asks before any worker resumes): a
+    worker on a node that does not see the checkpoint makes every worker start from 0."""
+    import multiprocessing
+    import socket
+
+    from harness.distributed import agree
+
+    assert agree(7)  # outside a group
+    ctx = multiprocessing.get_context("spawn")
+    for values, expected in (([30, 30], True), ([30, 0], False)):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_agree_in_group, args=(rank, port, values, results)) for rank in range(2)]
+        for p in procs:
+            p.start()
+        got = dict(results.get(timeout=120) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert got == {0: expected, 1: expected}

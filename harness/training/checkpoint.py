@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.distributed import agree
 from harness.training.checkpoint_read import (FORMAT, MAX_LOG_BYTES, VERSION, CheckpointRefused, check, read,
                                               rng_state, state_bytes)
 
@@ -195,23 +196,33 @@ class Checkpoints:
         return 4 * tensors + 8 * self.plan.n + SLACK_BYTES + MAX_LOG_BYTES
 
     def load(self) -> dict[str, Any] | None:
-        """The checked checkpoint to resume from, or None (a refusal is one ``CheckpointWarning``)."""
+        """The checked checkpoint to resume from, or None (a refusal is one ``CheckpointWarning``).
+
+        The workers of a job each read it and resume only if all of them found the same step
+        (a node that does not see the shared directory makes every worker start from 0)."""
         if not self.spec.resume or self.plan.steps <= 1:
             return None
-        if self.spec.dir.is_symlink():
-            payload, why = None, f"{self.spec.dir} is a symlink"
-        else:
-            if self.plan.rank == 0:
-                remove_stale_temporaries(self.spec.dir)
-            try:
-                payload = read(self.spec.path, self.limit())
-                check(payload, self.spec.key, self.plan, self.model, self.loss_fn, self.state, self.device)
-                return payload
-            except CheckpointRefused as exc:
-                payload, why = None, str(exc)
-        if why != "no checkpoint":
+        payload, why = self._read()
+        if self.plan.workers > 1 and not agree(payload["step"] if payload else 0, self.device):
+            payload, why = None, "the job's workers did not all find it"
+        if payload is None and why != "no checkpoint":
             warnings.warn(f"checkpoint refused: {why}; training starts from step 0", CheckpointWarning, stacklevel=2)
         return payload
+
+    def _read(self) -> tuple[dict[str, Any] | None, str]:
+        """``(payload, "")`` when the checkpoint passes every check, else ``(None, why)``."""
+        if self.spec.dir.is_symlink():
+            return None, f"{self.spec.dir} is a symlink"
+        if self.plan.rank == 0:
+            remove_stale_temporaries(self.spec.dir)
+        try:
+            payload = read(self.spec.path, self.limit())
+            check(payload, self.spec.key, self.plan, self.model, self.loss_fn, self.state, self.device)
+        except CheckpointRefused as exc:
+            return None, str(exc)
+        except Exception as exc:  # a check tripped over something no check foresaw: still a refusal
+            return None, f"checking it failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return payload, ""
 
     def due(self, done: int) -> bool:
         every = self.spec.every
@@ -240,7 +251,7 @@ class Checkpoints:
                               diagnostics, log, text)
             write_atomic(self.spec.path, payload)
             self.written += 1
-        except OSError as exc:
+        except Exception as exc:  # a checkpoint saves time; failing to write one never fails the job
             if not self._failed:
                 warnings.warn(f"checkpoint not written: {type(exc).__name__}: {exc}", CheckpointWarning, stacklevel=2)
             self._failed = True
