@@ -76,16 +76,13 @@ def write_rows_(buffer: Tensor, rows: Tensor, values: Tensor) -> None:
     What sequential assignment (and numpy's fancy assignment, and torch's on CPU in practice) does;
     torch's ``index_put_`` leaves the winner undefined on CUDA, so duplicates are dropped first.
     """
-    n = rows.shape[0]
-    if n == 0:
+    if rows.shape[0] == 0:
         return
-    order = torch.arange(n, device=rows.device)
-    # for each distinct row, the position of its last occurrence
-    last = torch.full((int(rows.max()) + 1,), -1, dtype=torch.long, device=rows.device).scatter_reduce_(
-        0, rows, order, reduce="amax"
-    )
-    keep = last[rows] == order
-    buffer[rows[keep]] = values[keep].to(buffer.dtype)
+    distinct, which = torch.unique(rows, return_inverse=True)
+    order = torch.arange(rows.shape[0], device=rows.device)
+    # for each distinct row, the position of its last occurrence in the batch
+    last = torch.full_like(distinct, -1).scatter_reduce_(0, which, order, reduce="amax")
+    buffer[distinct] = values[last].to(buffer.dtype)
 
 
 def adopt_unsized_(module: nn.Module, state_dict: dict, prefix: str, names: tuple[str, ...], unsized: Callable[[Tensor], bool]) -> None:
