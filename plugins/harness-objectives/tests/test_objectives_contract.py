@@ -57,19 +57,6 @@ EXTRAS = {
     "albef_itc": ["image_momentum", "text_momentum"],
 }
 
-#: the extras of contract v3; until the trainer side is merged, harness.api.LOSS_EXTRAS lacks them and
-#: harness.testing can neither pass them nor accept them, so the rules are expected to fail on the
-#: losses that declare them (xfail, not strict: the cases pass once harness.testing supplies them)
-V3_EXTRAS = ("index", "caption_group", "image_momentum", "text_momentum")
-V3_PENDING = not set(V3_EXTRAS) <= set(harness.api.LOSS_EXTRAS)
-V3_FACTORIES = [harness_objectives.LOSSES[name] for name in V3_NAMES]
-
-
-def _xfail_v3_until_merged(request, target):
-    if V3_PENDING and (target in V3_NAMES or target in V3_FACTORIES):
-        request.applymarker(pytest.mark.xfail(strict=False, reason="trainer side of contract v3 not merged"))
-
-
 def test_all_eleven_listed_by_the_harness_with_their_distribution():
     listed = {p["name"]: p for p in harness.list_plugins() if p["kind"] == "loss"}
     for name in NAMES + V3_NAMES:
@@ -115,18 +102,16 @@ def test_cross_parameter_checks():
 
 
 @parametrize_with_checks([("loss", name) for name in NAMES + V3_NAMES] + [("loss", f) for f in harness_objectives.LOSSES.values()])
-def test_loss_contract(plugin, check, request):
+def test_loss_contract(plugin, check):
     """Each rule of the harness's loss contract, on each loss: by name (registered) and by factory."""
-    _xfail_v3_until_merged(request, plugin.target)
     check(plugin)
 
 
 @pytest.mark.parametrize("name", NAMES + V3_NAMES)
-def test_check_loss(name, request):
+def test_check_loss(name):
     """``check_loss`` (every rule at once) passes, registered and built from the factory directly."""
     from harness.testing import check_loss
 
-    _xfail_v3_until_merged(request, name)
     check_loss(name)
     check_loss(harness_objectives.LOSSES[name])
 
