@@ -180,7 +180,8 @@ class ShapesDataset:
     ``"canonical"`` (one caption per scene, "small red circle left and large blue square right").
     ``shape_groups``: 1 (default) for batches of the sampled rows; g >= 2 for batches of groups of
     g scenes that differ only in one object's shape (``ShapesPairs``). ``negatives_per_pair``: K
-    hard-negative captions per pair for losses that ask for ``text_negatives``.
+    hard-negative captions per pair for losses that ask for ``text_negatives``. A loss that asks for
+    ``caption_group`` gets each caption's meaning (``grammar.caption_group``).
     """
 
     supplies = ("text_negatives", "caption_group")  # loss extras it feeds (get_batch_with_negatives, caption_groups)
