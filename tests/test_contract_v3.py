@@ -254,6 +254,8 @@ def test_loss_momentum_accepts_a_float_in_0_1_only():
 def test_a_bad_momentum_stops_training_before_the_first_step():
     with pytest.raises(ValueError, match=r"momentum must be a float in \(0, 1\).*got 1\.5"):
         train_toy(cp.BadMomentum(), steps=1)
+    with pytest.raises(ValueError, match="declares 'image_momentum' but has no momentum attribute"):
+        train_toy(cp.NoMomentum(), steps=1)
 
 
 # ------------------------------------------------------------------------------ GradCache

@@ -86,8 +86,9 @@ def loss_kwargs(extras: tuple[str, ...], step: int, steps: int, image_raw: torch
     the other per-pair extras of this process's rows (``index``, ``caption_group``,
     ``image_momentum``, ``text_momentum``)."""
     available = {"step": step, "total_steps": steps, "image_raw": image_raw, "text_raw": text_raw,
-                 "text_negatives": text_negatives, **rows}
-    return gather_batch({name: available.get(name) for name in extras})
+                 "text_negatives": text_negatives, "index": None, "caption_group": None, "image_momentum": None,
+                 "text_momentum": None, **rows}
+    return gather_batch({name: available[name] for name in extras})
 
 
 def batch_rows(batch: Batch, device: torch.device, rows: slice = slice(None)) -> dict[str, torch.Tensor | None]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.precision import autocast
-from harness.types import MOMENTUM_EXTRAS, loss_momentum
+from harness.types import MOMENTUM_EXTRAS, declared_extras, loss_momentum
 
 
 def setup_loss(loss_fn: torch.nn.Module, dataset_size: int) -> None:
@@ -34,8 +34,13 @@ def setup_loss(loss_fn: torch.nn.Module, dataset_size: int) -> None:
 def new_ema(model: torch.nn.Module, loss_fn: torch.nn.Module) -> torch.nn.Module | None:
     """A frozen deep copy of ``model`` when the loss asks for momentum towers, else None.
 
-    ``ValueError`` (one line) when the loss's ``momentum`` is not a float in (0, 1)."""
+    ``ValueError`` (one line) when the loss's ``momentum`` is not a float in (0, 1), or when it
+    declares a momentum extra without a ``momentum``."""
     if loss_momentum(loss_fn) is None:
+        wanted = [name for name in declared_extras(loss_fn) if name in MOMENTUM_EXTRAS]
+        if wanted:
+            raise ValueError(f"the loss declares {wanted[0]!r} but has no momentum attribute (a float in (0, 1), "
+                             f"the EMA rate of the momentum towers)")
         return None
     ema = copy.deepcopy(model)
     for p in ema.parameters():
