@@ -111,24 +111,72 @@ def arithmetic_rows(record: Any) -> dict[str, dict[str, float]]:
     """{row: {"hit1": .., "hit5": ..}} for an arithmetic set: a random gallery image, and an oracle
     that knows the source's attributes except the one the query changes and picks at random among
     the gallery images that share them (``tags["attributes"]`` per gallery image and
-    ``tags["changed"]``, the attribute each triplet changes)."""
+    ``tags["changed"]``, the attribute each triplet changes).
+
+    Linear in the gallery and the target lists: the gallery images are grouped once per changed
+    attribute by the values of the attributes kept, so a triplet's candidates are its source's
+    group (the source excluded). The per-triplet values and their means are those of a direct
+    comparison of every image with every source (``tests/test_references.py`` checks both agree).
+    """
     n = len(record.images)
     rows: dict[str, dict[str, float]] = {CHANCE: {}, ORACLE: {}}
+    triplets = list(record.triplets)
+    if not triplets:
+        return {}
     attributes, changed = record.tags.get("attributes"), record.tags.get("changed")
+    source = np.array([int(t.source) for t in triplets], dtype=np.int64)
+    # (triplet, target) pairs, each target once and never the source, in a flat array
+    which, target = [], []
+    for i, t in enumerate(triplets):
+        ids = set(t.target_ids) - {t.source}
+        which += [i] * len(ids)
+        target += [int(j) for j in ids]
+    which_arr, target_arr = np.array(which, dtype=np.int64), np.array(target, dtype=np.int64)
+    n_targets = np.bincount(which_arr, minlength=len(triplets))
+    oracle_pair = None
+    if attributes and changed:
+        if len(changed) < len(triplets):
+            raise ValueError(f"tags['changed'] names {len(changed)} attributes for {len(triplets)} triplets")
+        changed = list(changed)[: len(triplets)]
+        inside = (target_arr >= 0) & (target_arr < n)  # an id outside the gallery is never a candidate
+        which_in, target_in = which_arr[inside], target_arr[inside]
+        group = np.empty(len(triplets), dtype=np.int64)  # the source's group, per triplet
+        size = np.empty(len(triplets), dtype=np.int64)  # images in that group
+        shared = np.zeros(len(triplets), dtype=np.int64)  # targets in that group
+        for asked in dict.fromkeys(changed):
+            rows_of = np.array([i for i, c in enumerate(changed) if c == asked], dtype=np.int64)
+            codes = _group_codes([attributes[a] for a in attributes if a != asked], n)
+            counts = np.bincount(codes, minlength=int(codes.max()) + 1) if n else np.zeros(0, dtype=np.int64)
+            group[rows_of] = codes[source[rows_of]]
+            size[rows_of] = counts[group[rows_of]]
+            mine = np.isin(which_in, rows_of)
+            same = codes[target_in[mine]] == group[which_in[mine]]
+            shared += np.bincount(which_in[mine], weights=same, minlength=len(triplets)).astype(np.int64)
+        oracle_pair = (shared, size - 1)  # the candidates: the source's group but the source
     for k in (1, 5):
-        chance, oracle = [], []
-        for i, t in enumerate(record.triplets):
-            targets = set(t.target_ids) - {t.source}
-            chance.append(_hit_at(len(targets), n - 1, k))
-            if attributes and changed:
-                kept = [a for a in attributes if a != changed[i]]
-                candidates = [j for j in range(n) if j != t.source
-                              and all(attributes[a][j] == attributes[a][t.source] for a in kept)]
-                oracle.append(_hit_at(len(targets & set(candidates)), len(candidates), k))
-        rows[CHANCE][f"hit{k}"] = float(np.mean(chance))
-        if oracle:
-            rows[ORACLE][f"hit{k}"] = float(np.mean(oracle))
+        rows[CHANCE][f"hit{k}"] = float(np.mean(_hits(n_targets, np.full(len(triplets), n - 1), k)))
+        if oracle_pair is not None:
+            rows[ORACLE][f"hit{k}"] = float(np.mean(_hits(*oracle_pair, k)))
     return {row: values for row, values in rows.items() if values}
+
+
+def _group_codes(columns: list[Any], n: int) -> np.ndarray:
+    """(n,) int codes, equal exactly where every column's values are equal (Python ``==``)."""
+    codes: dict[tuple, int] = {}
+    lists = [col.tolist() if isinstance(col, np.ndarray) else list(col) for col in columns]
+    keys = zip(*lists) if lists else [()] * n
+    return np.array([codes.setdefault(key, len(codes)) for key in keys], dtype=np.int64).reshape(n)
+
+
+def _hits(targets: np.ndarray, candidates: np.ndarray, k: int) -> list[float]:
+    """``_hit_at`` of each (targets, candidates) pair, each distinct pair computed once."""
+    memo: dict[tuple[int, int], float] = {}
+    out = []
+    for pair in zip(targets.tolist(), candidates.tolist()):
+        if pair not in memo:
+            memo[pair] = _hit_at(pair[0], pair[1], k)
+        out.append(memo[pair])
+    return out
 
 
 def _hit_at(targets: int, candidates: int, k: int) -> float:
