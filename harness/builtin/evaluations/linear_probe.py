@@ -8,7 +8,6 @@ CUDA and trains its own torch head, so it is not used.)
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 import numpy as np
@@ -16,10 +15,10 @@ from pydantic import Field
 
 from harness.api import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 from harness.builtin.evaluations.keys import safe_key
-from harness.builtin.evaluations.references import PIXELS, classification_rows, pixel_features
+from harness.builtin.evaluations.reference_cache import cached, content_key, is_rate
+from harness.builtin.evaluations.references import PIXEL_SIDE, PIXELS, classification_rows, pixel_features
 
 METRICS = {"accuracy": MetricInfo("Linear probe accuracy", "downstream", True)}
-_PIXEL_CACHE: dict[str, float] = {}  # raw-pixel probe results by content digest: a pure function's memo
 
 
 def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,25 +93,30 @@ class LinearProbe:
         return out
 
     def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
-        """Chance, the blind oracle and the same probe on raw pixels, per set (see ``references``)."""
+        """Chance, the blind oracle and the same probe on raw pixels, per set (see ``references``; the
+        job-independent values are kept in ``ctx.cache_dir`` when the runner gives one)."""
         rows: dict[str, dict[str, float]] = {}
         for es in ctx.of_type(ClassificationSet):
             labels = np.asarray(es.record.labels)
             if len(labels) < 2 or len(np.unique(labels)) < 2:
                 continue
-            values = classification_rows(es.record)
-            values[PIXELS] = self._pixel_probe(es.record, labels)
+            values = classification_rows(es.record, ctx.cache_dir)
+            values[PIXELS] = self._pixel_probe(es.record, labels, ctx.cache_dir)
             for row, value in values.items():
                 rows.setdefault(row, {})[f"{safe_key(es.record.name)}.accuracy"] = value
         return rows
 
-    def _pixel_probe(self, record, labels: np.ndarray, seed: int = 0) -> float:
+    def _pixel_probe(self, record, labels: np.ndarray, cache_dir=None, seed: int = 0) -> float:
         """The probe on raw pixels, on the split of seed 0 (it does not depend on the job, only on the
-        set): the same set and settings give the same number, so it is computed once per process."""
+        set and the probe's settings): computed once per process, and once per run of jobs when
+        ``cache_dir`` is given (``reference_cache``), under the features', labels' and settings' key."""
         feats = pixel_features(record.images)
-        key = hashlib.sha256(feats.tobytes() + labels.tobytes() + repr((self.test_fraction, self.C, self.max_iter,
-                             seed)).encode()).hexdigest()
-        if key not in _PIXEL_CACHE:
-            _PIXEL_CACHE[key] = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
-                                               record.tags.get("candidates"))
-        return _PIXEL_CACHE[key]
+        candidates = record.tags.get("candidates")
+        params = {"test_fraction": self.test_fraction, "C": self.C, "max_iter": self.max_iter, "seed": seed,
+                  "pixel_side": PIXEL_SIDE}
+        content = {"features": feats, "labels": labels,
+                   "candidates": np.asarray(candidates) if candidates is not None else None}
+        key = content_key("pixel-probe", params, content, libraries=("numpy", "scikit-learn", "scipy"))
+        return cached(cache_dir, "pixel-probe", key, valid=is_rate, about={"set": str(record.name), **params},
+                      compute=lambda: probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
+                                                     candidates))

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from harness.builtin.evaluations.reference_cache import cached, content_key, is_rate, is_rows
 
 CHANCE, ORACLE, PIXELS = "chance", "blind oracle", "raw pixels"
 ROWS = (CHANCE, ORACLE, PIXELS)
@@ -62,16 +65,22 @@ def oracle_accuracy(labels: np.ndarray, attributes: dict[str, np.ndarray], known
     return float(credit / n) if n else math.nan
 
 
-def blind_oracle(record: Any) -> float | None:
+def blind_oracle(record: Any, cache_dir: Path | None = None) -> float | None:
     """The blind oracle's accuracy: ``tags["oracle_accuracy"]`` when the dataset computes it from
     its generative model (exact), else estimated from ``tags["oracle_features"]`` (the best of
-    them; a cross-fitted, slightly conservative estimate), else None."""
+    them; a cross-fitted, slightly conservative estimate; kept in ``cache_dir`` when given), else None."""
     if record.tags.get("oracle_accuracy") is not None:
         return float(record.tags["oracle_accuracy"])
     subsets, attributes = record.tags.get("oracle_features"), record.tags.get("attributes")
     if not subsets or not attributes:
         return None
-    return max(oracle_accuracy(record.labels, attributes, list(known)) for known in subsets)
+    subsets = [list(known) for known in subsets]
+    used = sorted({a for known in subsets for a in known}, key=str)
+    content = {"labels": np.asarray(record.labels), "subsets": subsets,
+               "attributes": {str(a): np.asarray(attributes[a]) for a in used}}
+    key = content_key("blind-oracle", {}, content)
+    return cached(cache_dir, "blind-oracle", key, valid=is_rate, about={"set": str(record.name)},
+                  compute=lambda: max(oracle_accuracy(record.labels, attributes, known) for known in subsets))
 
 
 def pixel_features(images: Any) -> np.ndarray:
@@ -84,7 +93,7 @@ def pixel_features(images: Any) -> np.ndarray:
     return (arr / 255.0).reshape(n, -1).astype(np.float32)
 
 
-def classification_rows(record: Any) -> dict[str, float]:
+def classification_rows(record: Any, cache_dir: Path | None = None) -> dict[str, float]:
     """{row: value} of the label-only rows (chance, blind oracle) of a classification set.
 
     For a multiple-choice set (``tags["candidates"]``) chance is a uniform pick among each image's
@@ -93,7 +102,7 @@ def classification_rows(record: Any) -> dict[str, float]:
     candidates = record.tags.get("candidates")
     chance = float(np.mean([1.0 / len(c) for c in candidates])) if candidates is not None else best_constant(record.labels)
     rows = {CHANCE: chance}
-    oracle = blind_oracle(record)
+    oracle = blind_oracle(record, cache_dir)
     if oracle is not None:
         rows[ORACLE] = oracle
     return rows
@@ -158,6 +167,21 @@ def arithmetic_rows(record: Any) -> dict[str, dict[str, float]]:
         if oracle_pair is not None:
             rows[ORACLE][f"hit{k}"] = float(np.mean(_hits(*oracle_pair, k)))
     return {row: values for row, values in rows.items() if values}
+
+
+def cached_arithmetic_rows(record: Any, cache_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """``arithmetic_rows(record)``, kept in ``cache_dir`` (when given) under the gallery's content."""
+    attributes = record.tags.get("attributes") or {}
+    content = {
+        "gallery": len(record.images),
+        "triplets": [[int(t.source), [int(j) for j in t.target_ids]] for t in record.triplets],
+        "attributes": {str(a): np.asarray(v) for a, v in attributes.items()},
+        "attribute_order": [str(a) for a in attributes],
+        "changed": list(record.tags.get("changed") or []),
+    }
+    key = content_key("arithmetic", {}, content)
+    return cached(cache_dir, "arithmetic", key, lambda: arithmetic_rows(record), is_rows,
+                  about={"set": str(record.name)})
 
 
 def _group_codes(columns: list[Any], n: int) -> np.ndarray:
