@@ -220,3 +220,29 @@ def test_an_estimated_blind_oracle_is_cached(tmp_path):
     assert blind_oracle(rec, tmp_path) == 1.0
     (entry,) = (tmp_path / rc.SUBDIR).glob("blind-oracle-*.json")
     assert json.loads(entry.read_text())["value"] == 1.0
+
+
+def test_the_probe_pins_pools_loaded_after_the_job_pinned_its_own(monkeypatch):
+    """scikit-learn and scipy load their BLAS/OpenMP pools inside a job, after ``harness.threads.pinned``;
+    the probe caps them itself (the reference probe at 1 thread, the evaluation's at torch's)."""
+    import sklearn.linear_model
+    from threadpoolctl import threadpool_info
+
+    from harness.builtin.evaluations import linear_probe as lp
+
+    seen = []
+
+    class Recording(sklearn.linear_model.LogisticRegression):
+        def fit(self, X, y):
+            seen.append({info["num_threads"] for info in threadpool_info()})
+            return super().fit(X, y)
+
+    monkeypatch.setattr(sklearn.linear_model, "LogisticRegression", Recording)
+    feats, labels = np.random.default_rng(0).normal(size=(40, 5)), np.arange(40) % 2
+    lp.probe_accuracy(feats, labels, 0.5, 1.0, 50, 0, threads=1)
+    assert seen[-1] == {1}
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    lp.probe_accuracy(feats, labels, 0.5, 1.0, 50, 0)
+    assert seen[-1] == {1}

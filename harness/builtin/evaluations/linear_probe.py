@@ -34,15 +34,30 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[
 
 def probe_accuracy(
     features: np.ndarray, labels: np.ndarray, test_fraction: float, C: float, max_iter: int, seed: int,
-    candidates: np.ndarray | None = None,
+    candidates: np.ndarray | None = None, threads: int | None = None,
 ) -> float:
     """Test accuracy of a logistic regression trained on a seeded split of (features, labels).
 
     With ``candidates`` ((N, k) class indices) each test image is classified among its own k
     classes (the probe's highest score among them), as zero-shot does for multiple-choice sets.
+    Every BLAS/OpenMP pool works with ``threads`` (default: torch's, the job's pin) while it runs,
+    including those scikit-learn and scipy load after the job pinned its pools: unpinned, they
+    spread over every core, which made the probe several times slower and machine-dependent.
     """
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
+    with threadpool_limits(limits=threads if threads is not None else _job_threads()):
+        return _probe_accuracy(features, labels, test_fraction, C, max_iter, seed, candidates, LogisticRegression)
+
+
+def _job_threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def _probe_accuracy(features, labels, test_fraction, C, max_iter, seed, candidates, LogisticRegression) -> float:
     train, test = split_indices(labels, test_fraction, seed)
     classes = np.unique(labels[train])
     if len(classes) == 1:  # one class in train: the only possible prediction
@@ -109,7 +124,8 @@ class LinearProbe:
     def _pixel_probe(self, record, labels: np.ndarray, cache_dir=None, seed: int = 0) -> float:
         """The probe on raw pixels, on the split of seed 0 (it does not depend on the job, only on the
         set and the probe's settings): computed once per process, and once per run of jobs when
-        ``cache_dir`` is given (``reference_cache``), under the features', labels' and settings' key."""
+        ``cache_dir`` is given (``reference_cache``), under the features', labels' and settings' key.
+        On one thread whatever the job's, so that the value is a function of that key alone."""
         feats = pixel_features(record.images)
         candidates = record.tags.get("candidates")
         params = {"test_fraction": self.test_fraction, "C": self.C, "max_iter": self.max_iter, "seed": seed,
@@ -119,4 +135,4 @@ class LinearProbe:
         key = content_key("pixel-probe", params, content, libraries=("numpy", "scikit-learn", "scipy"))
         return cached(cache_dir, "pixel-probe", key, valid=is_rate, about={"set": str(record.name), **params},
                       compute=lambda: probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
-                                                     candidates))
+                                                     candidates, threads=1))
