@@ -35,7 +35,7 @@ timeout 300 $PY - <<'EOF'
 import torch, harness
 from harness.config import TrainConfig
 from harness.runner import seed_everything
-from harness.train import train
+from harness.training import train
 pairs = harness.create_dataset("shapes", train_size=64, eval_size=16).train_pairs()
 def run(micro):
     seed_everything(0)

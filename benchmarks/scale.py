@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/scale.py                          # batch 256, 1024, 4096; micro 128; 1 and 2 workers
     .venv/bin/python benchmarks/scale.py --batches 1024 --steps 3
 
-Every cell is the harness's own ``harness.train.train`` (CLIP loss, learnable temperature, AdamW,
+Every cell is the harness's own ``harness.training.train`` (CLIP loss, learnable temperature, AdamW,
 ``harness-tiny-vit`` unless ``--model``) in a fresh process, so peaks do not leak between cells:
 
 - memory: the resident set's peak during training above the process's resident set when training
@@ -69,7 +69,8 @@ def _train(args, out: Path | None) -> dict:
     import harness
     from harness.config import TrainConfig
     from harness.runner import seed_everything
-    from harness.train import train, world
+    from harness.distributed import world
+    from harness.training import train
 
     rank, workers = world()
     torch.set_num_threads(max(1, args.threads // workers))

@@ -137,6 +137,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.executors import run_grid
+    from harness.executors.pool import default_jobs
 
     suite, grid = _load(args.suite)
     summary = run_grid(
@@ -146,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         retry_failed=args.retry_failed,
         force=args.force,
-        jobs=args.jobs,
+        jobs=args.jobs or default_jobs(suite.resources.model_dump()),
     )
     return 0 if not summary.failed else 1
 

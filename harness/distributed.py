@@ -7,6 +7,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process's ``torch.distributed`` group; ``(0, 1)`` outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def gather_features(image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
     """All ranks' embeddings concatenated in rank order, this rank's shard kept in the graph.
 
@@ -18,7 +25,7 @@ def gather_features(image_features: Tensor, text_features: Tensor) -> tuple[Tens
     Every rank must pass the same batch size.
     """
     global _gathers
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world()[1] == 1:
         return image_features, text_features
     _gathers += 1
     return _gather_one(image_features), _gather_one(text_features)
@@ -41,7 +48,7 @@ def gather_batch(extras: dict[str, object]) -> dict[str, object]:
     """
     from harness.types import BATCH_EXTRAS
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world()[1] == 1:
         return extras
     return {k: _gather_one(v) if k in BATCH_EXTRAS and isinstance(v, Tensor) else v for k, v in extras.items()}
 

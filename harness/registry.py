@@ -9,7 +9,9 @@ or whose hook raises, is reported in ``load_errors`` (one line each) and the oth
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import importlib.metadata as md
 import inspect
 import os
@@ -19,11 +21,11 @@ from typing import Any, Callable
 
 import pluggy
 
-from harness import hookspecs
+from harness import hookspecs, interrupts
 from harness import params as params_mod
 from harness.errors import HarnessError, PluginConflict, PluginNotFound, one_line
 from harness.params import REQUIRED, bind_params  # noqa: F401 - re-exported (older plugins import them here)
-from harness.types import MainScore
+from harness.types import MainScore, declared_extras, names_of  # suite and testing import declared_extras from here too
 
 KINDS = ("loss", "encoder", "dataset", "evaluation")
 HOOKS = {
@@ -98,8 +100,8 @@ class PluginInfo:
             description=(description.strip().splitlines() or [""])[0] if description else _first_doc_line(factory),
             params=params_mod.param_specs(factory, signature),
             extras=declared_extras(factory) if kind == "loss" else (),
-            supplies=_names(getattr(factory, "supplies", ())) if kind == "dataset" else (),
-            splits=_names(getattr(factory, "splits", ("test",))) if kind == "dataset" else (),
+            supplies=names_of(getattr(factory, "supplies", ())) if kind == "dataset" else (),
+            splits=names_of(getattr(factory, "splits", ("test",))) if kind == "dataset" else (),
             main_score=main_score if isinstance(main_score, MainScore) else None,
             check_params=check if callable(check) else None,
         )
@@ -168,22 +170,6 @@ class PluginEntry:
         return self.info.as_dict()
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    """A declared attribute (``extras``, ``supplies``, ``splits``) as a tuple of names; () when empty."""
-    value = value or ()
-    if isinstance(value, str):
-        return (value,)
-    try:
-        return tuple(value)
-    except TypeError:
-        return (value,)
-
-
-def declared_extras(obj: Any) -> tuple[str, ...]:
-    """A loss's (or loss factory's) ``extras`` attribute as a tuple of names; () when absent."""
-    return _names(getattr(obj, "extras", ()))
-
-
 def _first_doc_line(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
     return doc.strip().splitlines()[0].strip() if doc.strip() else ""
@@ -194,6 +180,33 @@ def _version_of(distribution: str) -> str:
         return md.version(distribution)
     except (md.PackageNotFoundError, ValueError):
         return "unknown"
+
+
+class PluginEscaped(Exception):
+    """A plugin raised ``SystemExit``, ``KeyboardInterrupt`` or another ``BaseException`` outside a job."""
+
+
+def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` for a plugin's import or hook, isolated like any broken plugin.
+
+    What it prints is swallowed (a plugin that runs argparse at import must not print a usage line
+    for the harness's command); a ``SystemExit`` (``sys.exit(0)`` included), ``KeyboardInterrupt``
+    or other ``BaseException`` it raises becomes ``PluginEscaped``, an ordinary load error, unless
+    the user really pressed Ctrl-C or sent SIGTERM meanwhile (``harness.interrupts``), which stops
+    the harness as usual.
+    """
+    sink = io.StringIO()
+    with interrupts.signals(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            raise
+        except BaseException as exc:
+            if interrupts.received() is not None:
+                raise
+            what = f"exit code {exc.code!r}" if isinstance(exc, SystemExit) else type(exc).__name__
+            raise PluginEscaped(f"it raised {type(exc).__name__} ({what}); a plugin must not exit or "
+                                f"interrupt the harness") from None
 
 
 class Registry:
@@ -255,7 +268,7 @@ class Registry:
                 continue
             seen.add(key)
             try:
-                obj = ep.load()
+                obj = guarded(ep.load)
             except Exception as exc:  # one broken plugin must not take the others down
                 self.load_errors.append(f"plugin {dist} ({ep.value}) failed to load: {one_line(exc)}")
                 continue
@@ -276,7 +289,7 @@ class Registry:
                 dist = self._distribution.get(impl.plugin_name, impl.plugin_name)
                 register = self._register_fn(kind, dist)
                 try:
-                    impl.function(**{arg: register for arg in impl.argnames})
+                    guarded(impl.function, **{arg: register for arg in impl.argnames})
                 except PluginConflict:
                     raise
                 except Exception as exc:

@@ -23,6 +23,7 @@ import torch
 
 from harness import interrupts
 from harness.config import TrainConfig, workers_of
+from harness.distributed import world
 from harness.embed import embed_sets, embed_texts, save_embeddings
 from harness.env import env_info
 from harness.errors import one_line
@@ -30,7 +31,7 @@ from harness.job import Job, PluginSpec
 from harness.precision import resolve_precision
 from harness.store import write_json_atomic
 from harness.threads import job_threads, pinned
-from harness.train import TrainState, train, world
+from harness.training import TrainState, train
 from harness.types import EvalContext, MetricInfo, Skip
 
 TRAIN_METRICS = {

@@ -211,8 +211,12 @@ def _check_factory(kind: str, spec: PluginSpec, field: str, registry, build: boo
     check = entry.create if build else entry.info.check_params
     if not callable(check):
         return None
+    from harness.registry import PluginEscaped, guarded
+
     try:
-        made = check(**spec.params)
+        made = guarded(check, **spec.params)
+    except PluginEscaped as exc:
+        raise HarnessError(f"{field}: {kind} {spec.name!r} ({entry.distribution}) failed while building: {exc}") from None
     except (ValueError, TypeError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         named = [p for p in sorted(spec.params, key=len, reverse=True) if re.search(rf"\b{re.escape(p)}\b", text)]

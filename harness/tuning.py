@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from harness.columns import first_mean, flatten
-from harness.config import Seed, Strict, TrainConfig, format_validation_error
+from harness.config import Seed, Strict, TrainConfig, check_scale, format_validation_error
 from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
 
@@ -45,6 +45,12 @@ class TuneConfig(Strict):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
     metric: str | None = Field(default=None, min_length=1, max_length=200)
     mode: Literal["max", "min"] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        _refuse_duplicates(v, "seeds")
+        return v
 
     @field_validator("grid")
     @classmethod
@@ -70,17 +76,32 @@ def _check_grid(grid: dict[str, list[Any]]) -> None:
             raise ValueError(f"grid key {key!r} needs at least one value")
         if len(values) > MAX_TRIALS:
             raise ValueError(f"grid key {key!r} has more than {MAX_TRIALS} values")
+        _refuse_duplicates(values, f"grid key {key!r}")
+
+
+def _refuse_duplicates(values: list[Any], what: str) -> None:
+    """``ValueError`` when two values are equal (``1`` and ``1.0`` too): a trial or seed run twice."""
+    for i, a in enumerate(values):
+        for b in values[:i]:
+            if (type(a) is bool) == (type(b) is bool) and a == b:  # True is not 1, but 1 is 1.0
+                raise ValueError(f"{what} lists {short_repr(b)} and {short_repr(a)}: the same value twice")
 
 
 def trials_of(tune: TuneConfig, label: str) -> list[dict[str, Any]]:
     """The trials of the objective labelled ``label``: the grid product, its own keys replacing the common ones."""
     grid = {**tune.grid, **tune.objectives.get(label, {})}
     keys = list(grid)
+    count = math.prod(len(grid[k]) for k in keys)  # before building any: a short grid can multiply out huge
+    if count > MAX_TRIALS:
+        raise HarnessError(f"tune: objective {short_repr(label)} has {count:,} trials (the product of its grid's "
+                           f"value counts), more than {MAX_TRIALS}")
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def apply_trial(trial: dict[str, Any], spec: PluginSpec, train: dict[str, Any], registry, where: str) -> tuple[PluginSpec, dict]:
-    """The objective spec and train config with the trial's values, validated like the suite's own.
+def apply_trial(trial: dict[str, Any], spec: PluginSpec, train: dict[str, Any], registry, where: str,
+                resources=None) -> tuple[PluginSpec, dict]:
+    """The objective spec and train config with the trial's values, validated like the suite's own
+    (the loss's params, the train config, and with ``resources`` how they fit together).
 
     The spec keeps its label, so a tuned objective is the same row of the leaderboard.
     """
@@ -93,6 +114,8 @@ def apply_trial(trial: dict[str, Any], spec: PluginSpec, train: dict[str, Any], 
         cfg = TrainConfig.model_validate(train)
     except ValueError as exc:  # pydantic.ValidationError: a grid value the train config refuses
         raise HarnessError(format_validation_error(exc, "", prefix=f"{where}.train")[2:]) from None
+    if resources is not None:
+        check_scale(cfg, resources, f"{where}.train")
     return PluginSpec(spec.name, resolved, label=spec.display), cfg.model_dump()
 
 
@@ -107,11 +130,7 @@ def expand_tuning(suite, objectives, encoders, datasets, evaluations, registry) 
         if "validation" not in registry.get("dataset", ds.name).info.splits:
             raise HarnessError(f"tune: dataset {ds.name!r} (datasets[{d}]) has no validation split to tune on; "
                                f"tuning never selects on a reported set")
-    if tune.metric is not None:
-        head = tune.metric.split(".", 1)[0]
-        if head not in {e.display for e in evaluations} or "." not in tune.metric:
-            raise HarnessError(f"tune.metric: expected '<evaluation>.<key>' with one of the suite's evaluations "
-                               f"(got {short_repr(tune.metric)})")
+    check_metric(tune.metric, suite.main_score, evaluations, registry)
     out: dict[int, list[dict[str, Any]]] = {}
     for i, spec, train in objectives:
         if train.steps == 0:
@@ -120,13 +139,56 @@ def expand_tuning(suite, objectives, encoders, datasets, evaluations, registry) 
         if len(trials) > MAX_TRIALS:
             raise HarnessError(f"tune: objectives[{i}] has {len(trials)} trials, more than {MAX_TRIALS}")
         for t, trial in enumerate(trials):
-            apply_trial(trial, spec, train.model_dump(), registry, f"tune (objectives[{i}], trial {t})")
+            apply_trial(trial, spec, train.model_dump(), registry, f"tune (objectives[{i}], trial {t})", suite.resources)
         out[i] = trials
     sizes = {objectives[i][1].display: len(t) for i, t in out.items()}
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
         raise HarnessError(f"tune: every objective must get the same number of trials (equal budget); got {listing}")
     return out
+
+
+def check_metric(metric: str | None, main_score: str | None, evaluations, registry) -> None:
+    """There is something to select trials by, before any trial runs (one-line ``HarnessError``).
+
+    ``tune.metric`` must be ``<evaluation>.<key>`` of one of the suite's evaluations, and its last
+    component a metric that evaluation declares (its ``metric_info`` or main score; ``*`` matches
+    any) when it declares any. Without ``tune.metric`` the suite's ``main_score`` or an evaluation's
+    declared main score selects; a suite with none of them is refused.
+    """
+    by_label = {e.display: e for e in evaluations}
+    if metric is None:
+        declared = [e for e in evaluations if registry.get("evaluation", e.name).info.main_score is not None]
+        if main_score is None and not declared:
+            raise HarnessError("tune.metric: no evaluation of this suite declares a main score to select trials by; "
+                               "set tune.metric to '<evaluation>.<key>'")
+        return
+    head, _, key = metric.partition(".")
+    if head not in by_label or not key:
+        raise HarnessError(f"tune.metric: expected '<evaluation>.<key>' with one of the suite's evaluations "
+                           f"({', '.join(by_label)}), got {short_repr(metric)}")
+    spec = by_label[head]
+    known = known_leaves(spec, registry)
+    leaf = key.rsplit(".", 1)[-1]
+    if known and leaf != "*" and leaf not in known:
+        raise HarnessError(f"tune.metric: evaluation {head!r} reports no metric {leaf!r}; its metrics: "
+                           f"{', '.join(sorted(known))}")
+
+
+def known_leaves(spec: PluginSpec, registry) -> set[str]:
+    """The leaf metric names an evaluation declares: its ``metric_info`` keys and its main score's last key."""
+    from harness.registry import guarded
+
+    entry = registry.get("evaluation", spec.name)
+    try:
+        evaluation = guarded(entry.create, **spec.params)
+    except Exception:  # its own errors are reported where the suite builds it
+        return set()
+    info = getattr(evaluation, "metric_info", None)
+    leaves = {str(k) for k in info} if isinstance(info, dict) else set()
+    if entry.info.main_score is not None:
+        leaves.add(entry.info.main_score.key.rsplit(".", 1)[-1])
+    return leaves
 
 
 def tuning_jobs(base: list[Job], trials: dict[int, list[dict[str, Any]]], objectives, suite, registry) -> list[Job]:

@@ -45,6 +45,22 @@ SUPPLIED_EXTRAS: tuple[str, ...] = ("text_negatives",)
 BATCH_EXTRAS: tuple[str, ...] = ("image_raw", "text_raw", "text_negatives")
 
 
+def names_of(value: Any) -> tuple[str, ...]:
+    """A declared attribute (``extras``, ``supplies``, ``splits``) as a tuple of names; () when empty."""
+    value = value or ()
+    if isinstance(value, str):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        return (value,)
+
+
+def declared_extras(obj: Any) -> tuple[str, ...]:
+    """A loss's (or loss factory's) ``extras`` attribute as a tuple of names; () when absent."""
+    return names_of(getattr(obj, "extras", ()))
+
+
 @runtime_checkable
 class Loss(Protocol):
     """What a loss plugin's factory returns: a ``torch.nn.Module`` with this ``forward``.

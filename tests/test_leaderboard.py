@@ -16,7 +16,7 @@ from scipy import stats
 from harness.cli import main as cli_main
 from harness.errors import HarnessError
 from harness.leaderboard import build_leaderboard
-from harness.leaderboard.aggregate import welch
+from harness.leaderboard.stats import paired
 from harness.leaderboard.markdown import md
 from harness.leaderboard.tables import fmt_cell
 
@@ -126,7 +126,8 @@ def _main(values_by_seed: dict) -> np.ndarray:
 def test_results_csv_has_one_row_per_job_with_dotted_metric_columns(board):
     df = pd.read_csv(board / "results.csv")
     assert list(df.columns[:7]) == ["objective", "encoder", "dataset", "seed", "replicate", "dataset_seed", "status"]
-    assert df["replicate"].isna().all() and df["dataset_seed"].isna().all()  # a suite of seeds, no dataset seed
+    assert (df["replicate"] == df["seed"]).all()  # a suite of seeds: each seed stands for its replicate
+    assert df["dataset_seed"].isna().all()  # the fake dataset has no seed param
     assert {"gap.centroid_distance", "zeroshot_classification.shape.top1", "retrieval.retrieval.image_to_text_r1",
             "train.final_loss"} <= set(df.columns[7:])
     assert len(df) == 10
@@ -158,27 +159,28 @@ def test_rows_ranked_by_main_score(summary):
     assert summary.loc["clip", "main_score.mean"] == pytest.approx(0.5)
 
 
-def test_significance_is_welch_against_the_top_row(summary):
-    top = _main(DATA["clip"])
+def test_significance_is_the_paired_contrast_against_the_reference(summary):
+    """No suite reference recorded: clip is the reference; each trained objective's contrast is the paired t
+    over the replicates both ran (here the seeds), Holm over the contrasts that have a test."""
+    clip = _main(DATA["clip"])
+    p = {}
     for label in ("cua", "clip(temperature=1.0)"):
         a = _main(DATA[label])
-        # Welch by hand: t = (ma - mb) / sqrt(va/na + vb/nb), Welch-Satterthwaite degrees of freedom
-        va, vb = a.var(ddof=1) / len(a), top.var(ddof=1) / len(top)
-        t = (a.mean() - top.mean()) / math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(top) - 1))
-        assert summary.loc[label, "welch_p_vs_top"] == pytest.approx(2 * stats.t.sf(abs(t), df))
-    # the significance column is Holm-corrected over the table's three testable pairs (EVIL has one seed)
-    p = {pair: stats.ttest_ind(_main(DATA[pair[0]]), _main(DATA[pair[1]]), equal_var=False).pvalue
-         for pair in [("clip", "cua"), ("clip", "clip(temperature=1.0)"), ("cua", "clip(temperature=1.0)")]}
+        d = a - clip[: len(a)]  # the replicates both ran: seeds 0..len(a)-1
+        t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))  # the paired t by hand, df = n - 1
+        p[label] = 2 * stats.t.sf(abs(t), len(d) - 1)
+        assert summary.loc[label, "p_vs_reference"] == pytest.approx(p[label])
+        assert summary.loc[label, "diff_vs_reference"] == pytest.approx(d.mean())
     ordered = sorted(p.values())
-    holm = np.maximum.accumulate([min(1.0, (3 - i) * q) for i, q in enumerate(ordered)])  # Holm by hand
-    adjusted = {pair: holm[ordered.index(v)] for pair, v in p.items()}
-    assert summary.loc["cua", "p_holm_vs_top"] == pytest.approx(adjusted[("clip", "cua")])
-    assert summary.loc["clip(temperature=1.0)", "p_holm_vs_top"] == pytest.approx(adjusted[("clip", "clip(temperature=1.0)")])
-    assert summary.loc["clip", "significance"] == "top"
-    assert summary.loc["cua", "significance"].startswith("n.s. (p_holm=")  # overlapping seeds: not significant
-    assert summary.loc["clip(temperature=1.0)", "significance"].startswith("p_holm=")  # p_holm < 0.05
-    assert summary.loc[EVIL, "significance"] == "n<2" and math.isnan(summary.loc[EVIL, "p_holm_vs_top"])
+    holm = np.maximum.accumulate([min(1.0, (2 - i) * q) for i, q in enumerate(ordered)])  # Holm by hand, 2 contrasts
+    for label, v in p.items():
+        assert summary.loc[label, "p_holm_vs_reference"] == pytest.approx(holm[ordered.index(v)])
+    assert summary.loc["clip", "vs_reference"] == "reference"
+    # two replicates resolve nothing here: Welch on unpaired seeds used to call clip(temperature=1.0) significant
+    assert summary.loc["cua", "vs_reference"].startswith("n.s. (")
+    assert summary.loc["clip(temperature=1.0)", "vs_reference"].startswith("n.s. (")
+    assert summary.loc[EVIL, "vs_reference"].startswith("no test: only 1 replicate") and math.isnan(summary.loc[EVIL, "p_holm_vs_reference"])
+    assert (summary["tier"] == 1).all()  # so every objective shares tier 1
 
 
 def _table(readme: str, title: str) -> list[list[str]]:
@@ -201,9 +203,11 @@ def test_readme_tables_bold_the_best_cell_by_direction(board):
 
     main = _table(readme, "Main score")
     header, rows = main[0], {r[0]: r for r in main[1:]}
-    assert header[2:5] == ["main score ↑", "vs top (Welch, Holm)", "mean rank over tasks ↓"]
-    assert rows["clip"][2] == "**0.500 ± 0.050**"
-    assert rows["clip"][3] == "top" and rows["cua"][3].startswith("n.s. (p_holm=") and rows[ESCAPED][3] == "n<2"
+    assert header == ["objective", "main score ↑ (mean)", "95% CI (bootstrap)", "rank interval (95%)", "tier", "replicates",
+                      "vs clip (paired t, Holm)"]
+    assert rows["clip"][1] == "**0.500**" and rows["clip"][4] == "1"  # tier 1 is bold, not a single best row
+    assert rows["cua"][5] == "3 (+1 failed)" and rows[ESCAPED][2] == "—"  # one replicate: no interval
+    assert rows["clip"][6] == "reference" and rows["cua"][6].startswith("n.s. (") and rows[ESCAPED][6].startswith("no test: ")
     down = _table(readme, "Downstream: zeroshot_classification")
     header, rows = down[0], {r[0]: r for r in down[1:]}
     top1 = header.index("shape top-1 ↑")  # one evaluation per table: no evaluation prefix
@@ -221,7 +225,7 @@ def test_readme_lists_failures_provenance_plots_and_escapes(board):
     assert "`harness leaderboard runs/toy`" in readme
     assert "2025-01-01 to 2025-01-03" in readme and "Test CPU (2 cores)" in readme and "abc123" in readme
     assert "10 (9 ok, 1 failed)" in readme and "1 min 40 s" in readme  # 10 jobs x 10 s
-    assert "Welch" in readme and "Main score" in readme
+    assert "paired t" in readme and "Welch" not in readme and "Main score" in readme
     assert "arithmetic (3 jobs): no arithmetic set" in readme
     assert EVIL not in readme and "<script" not in readme
     for png in ("gap_vs_score.png", "cd_diagram.png", "loss_curves.png", "pca_shapes_tiny.png"):
@@ -236,8 +240,8 @@ def test_html_page_is_standalone_and_escaped(board):
     assert page.count('src="data:image/png;base64,') == 4  # CD diagram, gap vs score, PCA, loss curves
     assert "http://" not in page and "https://" not in page
     assert "default-src 'none'" in page
-    # main score, gap, zero-shot, retrieval, train, every pair + failed jobs
-    assert page.count('<table class="sortable') == 7
+    # main score, gap, zero-shot, retrieval, train, contrasts, every pair + failed jobs
+    assert page.count('<table class="sortable') == 8
     assert 'class="best" data-value="0.2' in page
 
 
@@ -293,16 +297,20 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
 
 
-def test_cell_format_and_welch_edge_cases():
+def test_cell_format_and_paired_edge_cases():
     assert fmt_cell(0.5, 0.05, 3) == "0.500 ± 0.050"
     assert fmt_cell(1234.4, 12.6, 3) == "1234 ± 13"
     assert fmt_cell(0.5, math.nan, 1) == "0.500"
     assert fmt_cell(math.nan, math.nan, 0) == "—"
-    assert welch(np.array([0.5]), np.array([0.1, 0.2])) is None
     assert fmt_cell(0.00123, 0.0004, 2) == "1.23e-03 ± 4.00e-04"
-    assert welch(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == 1.0  # identical constant samples
-    assert welch(np.array([0.5, 0.5]), np.array([0.4, 0.4])) == 0.0
-    assert welch(np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3])) == pytest.approx(1.0)
+    one = paired([0.5, np.nan], [0.1, 0.2])  # one replicate both ran
+    assert one.n == 1 and math.isnan(one.p_value) and "only 1 replicate" in one.note
+    same = paired([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])  # identical scores: no p, never p = 1 or 0
+    assert math.isnan(same.p_value) and "identical scores" in same.note
+    shifted = paired([1.0, 1.0, 1.0], [0.999, 0.999, 0.999])  # scipy would say p = 0
+    assert math.isnan(shifted.p_value) and "zero variance" in shifted.note and shifted.diff == pytest.approx(0.001)
+    ok = paired([0.1, 0.2, 0.35], [0.1, 0.25, 0.3])
+    assert ok.p_value == pytest.approx(stats.ttest_rel([0.1, 0.2, 0.35], [0.1, 0.25, 0.3]).pvalue) and ok.note == ""
 
 
 def test_markdown_escaping_keeps_text_readable_and_inert():

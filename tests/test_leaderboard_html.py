@@ -148,7 +148,8 @@ def test_page_leads_with_the_answer(driver, page):
     headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h2, h3")]
     assert headings[:4] == ["shapes · tiny", "Main score", "Critical-difference diagram", "Gap vs main score"]
     first_table = driver.find_element(By.CSS_SELECTOR, "table.sortable")
-    assert [h.text for h in first_table.find_elements(By.CSS_SELECTOR, "thead th")][:3] == ["objective", "n", "main score ↑"]
+    assert [h.text for h in first_table.find_elements(By.CSS_SELECTOR, "thead th")][:5] == [
+        "objective", "main score ↑ (mean)", "95% CI (bootstrap)", "rank interval (95%)", "tier"]
     # the first figure is on screen within the first two screens of a laptop-sized window
     driver.set_window_size(1280, 900)
     top = driver.execute_script("return document.images[0].getBoundingClientRect().top + window.scrollY")
@@ -220,3 +221,29 @@ def test_index_links_every_suite_and_sorts(driver, board):
     assert heads[0].get_attribute("aria-sort") == "ascending"
     links[0].click()
     assert driver.title == "Leaderboard: html"
+
+
+def test_index_and_page_fit_a_1400px_window(driver, board, tmp_path):
+    """The index's long cells (table names, main-score descriptions, tier-1 lists) wrap: no horizontal
+    scrolling in a 1,400 px window, even for a long objective list; the suite page's first table too."""
+    import shutil as sh
+
+    lb = tmp_path / "leaderboard"
+    sh.copytree(board, lb / "html")
+    facts = json.loads((lb / "html" / "board.json").read_text())
+    facts["tables"][0]["tier1"] = [f"objective_with_a_long_label_{i}(temperature=0.07,learnable=true)" for i in range(16)]
+    facts["tables"][0]["description"] = "zero-shot top-1, unweighted mean over the attribute tasks " * 3
+    facts["tables"][0]["dataset"] = "shapes(captions=canonical,shape_groups=4,train_size=20000,eval_size=1000)"
+    (lb / "html" / "board.json").write_text(json.dumps(facts))
+    from harness.leaderboard import build_index
+
+    driver.set_window_size(1400, 900)
+    for page in (build_index(lb), lb / "html" / "index.html"):
+        driver.get(page.resolve().as_uri())
+        width = driver.execute_script("return document.querySelector('table.sortable').getBoundingClientRect().right")
+        assert width <= driver.execute_script("return document.documentElement.clientWidth"), page
+    driver.get((lb / "index.html").resolve().as_uri())
+    from selenium.webdriver.common.by import By
+
+    heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "thead th")]
+    assert "tier 1 (not resolved from the best mean)" in heads and not any("top" in h for h in heads)

@@ -1,7 +1,9 @@
 """The leaderboard's statistics and result fields, each checked against an independent computation:
-pairwise.csv recomputed from results.csv (Welch by scipy, Holm by hand), the main-score rules,
-reference rows, the tuning stage, the detectable difference, Friedman's test, the index page, and
-hostile result files."""
+pairwise.csv and contrasts.csv recomputed from results.csv (the paired t by hand, Holm by hand), the
+main-score rules, reference rows, the tuning stage, the detectable difference of the paired t,
+Friedman's test over replicate blocks, the index page, and hostile result files. The statistics on
+small made-up tables (bootstrap, rank intervals, tiers, degenerate pairs, the mixed model, Kendall's
+tau) are in test_leaderboard_models.py."""
 
 from __future__ import annotations
 
@@ -76,13 +78,24 @@ def test_holm_matches_a_hand_computation_on_a_tiny_example():
 
 
 def test_detectable_difference_has_power_080_by_the_noncentral_t():
-    n, std = 3, 0.02
-    mdd = min_detectable_difference(std, n)
-    df, nc = 2 * n - 2, (mdd / std) * math.sqrt(n / 2)
+    """The paired t on n replicates: one-sample t on the differences, df = n - 1, noncentrality d_z sqrt(n)."""
+    n, sd = 3, 0.02
+    mdd = min_detectable_difference(sd, n)
+    df, nc = n - 1, (mdd / sd) * math.sqrt(n)
     crit = stats.t.ppf(0.975, df)
     power = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
     assert power == pytest.approx(0.8, abs=1e-4)
-    assert min_detectable_difference(std, n, alpha=0.05 / 10) > mdd  # a stricter alpha needs a larger difference
+    assert min_detectable_difference(sd, n, alpha=0.05 / 10) > mdd  # a stricter alpha needs a larger difference
+
+
+def paired_by_hand(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """(mean difference, p, CI low, CI high) of the paired t written out: t = mean(d) / (sd(d) / sqrt(n)), df = n - 1."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    n = len(d)
+    se = d.std(ddof=1) / math.sqrt(n)
+    t = d.mean() / se
+    half = stats.t.ppf(0.975, n - 1) * se
+    return d.mean(), 2 * stats.t.sf(abs(t), n - 1), d.mean() - half, d.mean() + half
 
 
 # --- pairwise.csv, recomputed independently from results.csv --------------------------------------
@@ -111,36 +124,76 @@ def board(tmp_path_factory) -> Path:
     return build_leaderboard(root, out=tmp_path_factory.mktemp("board") / "s")
 
 
+def _by_replicate(table: pd.DataFrame) -> dict[str, pd.Series]:
+    usable = table[(table["status"] == "ok") & table["main_score"].notna()]
+    return {o: usable[usable["objective"] == o].set_index("replicate")["main_score"] for o in table["objective"].unique()}
+
+
 def test_pairwise_csv_agrees_with_an_independent_recomputation(board):
     results = pd.read_csv(board / "results.csv")
     pairwise = pd.read_csv(board / "pairwise.csv")
-    assert list(pairwise.columns) == ["dataset", "encoder", "objective_a", "objective_b", "mean_a", "mean_b", "p_value", "p_holm",
-                                      "significant"]
+    assert list(pairwise.columns[:14]) == ["dataset", "encoder", "objective_a", "objective_b", "n", "mean_a", "mean_b", "diff",
+                                           "ci_low", "ci_high", "test", "p_value", "p_holm", "significant"]
+    assert list(pairwise.columns[14:]) == ["p_wilcoxon", "note", "sd_diff", "n_needed"]
+    assert (results["replicate"] == results["seed"]).all()  # old runs: the seed stands for the replicate
     checked = 0
     for (dataset, encoder), table in results.groupby(["dataset", "encoder"]):
-        usable = table[(table["status"] == "ok") & table["main_score"].notna()]
-        scores = {o: usable.loc[usable["objective"] == o, "main_score"].to_numpy() for o in table["objective"].unique()}
+        scores = _by_replicate(table)
         pairs = list(combinations(sorted(scores), 2))
-        p = {pair: stats.ttest_ind(scores[pair[0]], scores[pair[1]], equal_var=False).pvalue
-             for pair in pairs if min(len(scores[pair[0]]), len(scores[pair[1]])) >= 2}
-        adjusted = dict(zip(p, holm_by_hand(list(p.values()))))
+        joined = {pair: pd.concat([scores[pair[0]], scores[pair[1]]], axis=1, join="inner").to_numpy() for pair in pairs}
+        hand = {pair: paired_by_hand(j[:, 0], j[:, 1]) for pair, j in joined.items() if len(j) >= 2}
+        adjusted = dict(zip(hand, holm_by_hand([h[1] for h in hand.values()])))
         mine = pairwise[(pairwise["dataset"] == dataset) & (pairwise["encoder"] == encoder)]
         assert len(mine) == len(pairs) == 15  # every unordered pair of the six objectives, once
         for row in mine.itertuples(index=False):
-            pair = tuple(sorted((row.objective_a, row.objective_b)))
-            for name, mean in ((row.objective_a, row.mean_a), (row.objective_b, row.mean_b)):
-                if len(scores[name]):
-                    assert mean == pytest.approx(scores[name].mean(), abs=1e-12)
-                else:
-                    assert math.isnan(mean)
-            if pair in p:
-                assert row.p_value == pytest.approx(p[pair], abs=1e-9)
-                assert row.p_holm == pytest.approx(adjusted[pair], abs=1e-9)
-                assert row.significant == (adjusted[pair] < 0.05)
+            pair = (row.objective_a, row.objective_b)
+            j = joined[tuple(sorted(pair))] if tuple(sorted(pair)) in joined else None
+            if pair != tuple(sorted(pair)):
+                j = j[:, ::-1]
+            assert row.n == len(j)  # the replicates both ran
+            if len(j):
+                assert (row.mean_a, row.mean_b) == pytest.approx((j[:, 0].mean(), j[:, 1].mean()), abs=1e-12)
+                assert row.diff == pytest.approx((j[:, 0] - j[:, 1]).mean(), abs=1e-12)
+            if tuple(sorted(pair)) in hand:
+                diff, p, lo, hi = hand[tuple(sorted(pair))]
+                sign = 1 if pair == tuple(sorted(pair)) else -1
+                assert row.test == "paired t"
+                assert row.p_value == pytest.approx(p, abs=1e-9)
+                assert row.p_value == pytest.approx(stats.ttest_rel(j[:, 0], j[:, 1]).pvalue, abs=1e-12)
+                assert (row.ci_low, row.ci_high) == pytest.approx(sorted((sign * lo, sign * hi)), abs=1e-9)
+                assert row.p_holm == pytest.approx(adjusted[tuple(sorted(pair))], abs=1e-9)
+                assert row.significant == (adjusted[tuple(sorted(pair))] < 0.05)
+                assert row.p_wilcoxon == pytest.approx(stats.wilcoxon(j[:, 0] - j[:, 1]).pvalue)
                 checked += 1
-            else:  # a side with fewer than two ok seeds: no test, not in the Holm family
+            else:  # fewer than two replicates both ran: no test, not in the Holm family, and the note says why
                 assert math.isnan(row.p_value) and math.isnan(row.p_holm) and not row.significant
+                assert isinstance(row.note, str) and "replicate" in row.note
     assert checked == 2 * 6  # clip, cua, siglip, dcl: 6 tested pairs per table
+
+
+def test_contrasts_against_the_reference_are_holm_corrected_among_themselves(board):
+    results = pd.read_csv(board / "results.csv")
+    contrasts = pd.read_csv(board / "contrasts.csv")
+    summary = pd.read_csv(board / "summary.csv")
+    for dataset, table in results.groupby("dataset"):
+        scores = _by_replicate(table)
+        mine = contrasts[contrasts["dataset"] == dataset].set_index("objective")
+        assert (mine["reference"] == "clip").all()  # no suite reference in these runs: the default
+        assert set(mine.index) == {"cua", "siglip", "dcl", "one_seed"}  # trained, with a score, not clip itself
+        tested = {}
+        for o in mine.index:
+            j = pd.concat([scores[o], scores["clip"]], axis=1, join="inner").to_numpy()
+            if len(j) >= 2:
+                tested[o] = paired_by_hand(j[:, 0], j[:, 1])
+        adjusted = dict(zip(tested, holm_by_hand([t[1] for t in tested.values()])))  # a family of 3, not 15
+        for o, (diff, p, lo, hi) in tested.items():
+            assert mine.loc[o, "diff"] == pytest.approx(diff) and mine.loc[o, "p_value"] == pytest.approx(p)
+            assert mine.loc[o, "p_holm"] == pytest.approx(adjusted[o])
+            row = summary[(summary["dataset"] == dataset) & (summary["objective"] == o)].iloc[0]
+            assert row["p_holm_vs_reference"] == pytest.approx(adjusted[o])
+        assert math.isnan(mine.loc["one_seed", "p_value"]) and "only 1 replicate" in mine.loc["one_seed", "note"]
+        ref = summary[(summary["dataset"] == dataset) & (summary["objective"] == "clip")].iloc[0]
+        assert ref["vs_reference"] == "reference"
 
 
 def test_pairs_are_in_rank_order_best_first(board):
@@ -166,47 +219,61 @@ def test_results_csv_main_score_is_the_declared_mean_and_nan_for_failed_jobs(boa
     assert "chance" not in set(results["objective"]) and "raw pixels" not in set(results["objective"])
 
 
-def test_summary_significance_is_the_holm_p_against_the_top_row(board):
+def test_summary_has_intervals_and_tiers_consistent_with_pairwise(board):
     summary = pd.read_csv(board / "summary.csv")
     pairwise = pd.read_csv(board / "pairwise.csv")
-    for dataset, rows in summary.groupby("dataset"):
+    for c in ("ci_low", "ci_high", "rank_low", "rank_high", "tier"):
+        assert c in summary.columns
+    scored = summary[summary["main_score.mean"].notna()]
+    several = scored[scored["replicates"] >= 2]
+    assert (several["ci_low"] <= several["main_score.mean"] + 1e-12).all() and (several["main_score.mean"] <= several["ci_high"] + 1e-12).all()
+    assert scored.loc[scored["replicates"] < 2, "ci_low"].isna().all()  # one replicate: no interval
+    assert (scored["rank_low"] <= scored["rank_high"]).all()
+    for dataset, rows in scored.groupby("dataset"):
         rows = rows.sort_values("rank")
-        top = rows.iloc[0]["objective"]
-        assert rows.iloc[0]["significance"] == "top"
+        leader = rows.iloc[0]["objective"]
+        pw = pairwise[pairwise["dataset"] == dataset]
+        assert rows.iloc[0]["tier"] == 1
         for row in rows.iloc[1:].itertuples(index=False):
-            hit = pairwise[(pairwise["dataset"] == dataset) & (pairwise["objective_a"] == top) & (pairwise["objective_b"] == row.objective)]
-            assert len(hit) == 1
-            assert row.p_holm_vs_top == pytest.approx(hit["p_holm"].iloc[0], nan_ok=True)
+            hit = pw[((pw["objective_a"] == leader) & (pw["objective_b"] == row.objective))]
+            assert (row.tier == 1) == (not hit["significant"].iloc[0])  # tier 1: not resolved from the best mean
 
 
 def test_tables_csv_states_the_detectable_difference_and_friedman(board):
     tables = pd.read_csv(board / "tables.csv").set_index("dataset")
     results = pd.read_csv(board / "results.csv")
+    contrasts = pd.read_csv(board / "contrasts.csv")
     summary = pd.read_csv(board / "summary.csv")
     row = tables.loc["shapes"]
     assert row["main_score"] == "zeroshot_classification.*.top1" and row["main_score_source"] == "declared"
-    # pooled seed std over objectives with >= 2 ok seeds, n = the smallest such seed count (cua lost a seed: 2)
-    usable = results[(results["dataset"] == "shapes") & (results["status"] == "ok")]
-    groups = [g["main_score"].to_numpy() for _, g in usable.groupby("objective") if len(g) >= 2]
-    pooled = math.sqrt(sum((len(g) - 1) * g.var(ddof=1) for g in groups) / sum(len(g) - 1 for g in groups))
-    assert row["pooled_std"] == pytest.approx(pooled) and row["detectable_n"] == 2
+    # the SD of the paired differences of the contrasts, pooled; n = the smallest paired n (cua lost replicate 2: 2)
+    scores = _by_replicate(results[results["dataset"] == "shapes"])
+    diffs = []
+    for o in ("cua", "siglip", "dcl"):
+        j = pd.concat([scores[o], scores["clip"]], axis=1, join="inner").to_numpy()
+        diffs.append(j[:, 0] - j[:, 1])
+    pooled = math.sqrt(sum((len(d) - 1) * d.var(ddof=1) for d in diffs) / sum(len(d) - 1 for d in diffs))
+    assert row["sd_diff"] == pytest.approx(pooled) and row["detectable_n"] == 2
     assert row["min_detectable_diff"] == pytest.approx(min_detectable_difference(pooled, 2))
-    assert row["pairs_tested"] == 6
-    assert row["min_detectable_diff_holm"] == pytest.approx(min_detectable_difference(pooled, 2, alpha=0.05 / 6))
-    # Friedman: the blocks are every column matching a declared pattern (2 zero-shot sets, 1 retrieval set,
-    # 2 probe sets), the treatments the five objectives with a score; statistic by the textbook formula
-    tasks = row["friedman_tasks"].split()
-    assert tasks == ["zeroshot_classification.shape.top1", "zeroshot_classification.colour.top1",
-                     "retrieval.retrieval.image_to_text_r1", "linear_probe.shape.accuracy", "linear_probe.colour.accuracy"]
-    objs = summary[(summary["dataset"] == "shapes") & summary["rank"].notna()].set_index("objective")
-    means = np.array([[objs.loc[o, f"{t}.mean"] for o in objs.index] for t in tasks])
+    assert row["contrasts_tested"] == 3 and row["pairs_tested"] == 6 and row["reference_objective"] == "clip"
+    assert row["min_detectable_diff_holm"] == pytest.approx(min_detectable_difference(pooled, 2, alpha=0.05 / 3))
+    mine = contrasts[contrasts["dataset"] == "shapes"].set_index("objective")
+    for o, d in zip(("cua", "siglip", "dcl"), diffs):  # each contrast's own detectable difference, for its own SD and n
+        assert mine.loc[o, "min_detectable_diff"] == pytest.approx(min_detectable_difference(d.std(ddof=1), len(d)))
+    # Friedman: the blocks are the replicates where every trained objective with >= 2 replicates has a score
+    # (one_seed has one: left out; cua lost replicate 2: blocks 0 and 1); statistic by the textbook formula
+    assert row["friedman_blocks"].split() == ["0", "1"]
+    objs = ["clip", "cua", "siglip", "dcl"]
+    means = np.array([[scores[o][r] for o in objs] for r in (0, 1)])
     ranks = np.vstack([stats.rankdata(-r) for r in means])
     N, k = ranks.shape
     chi2 = 12 * N / (k * (k + 1)) * (np.sum(ranks.mean(axis=0) ** 2) - k * (k + 1) ** 2 / 4)
     assert row["friedman_statistic"] == pytest.approx(chi2)
     assert row["friedman_p"] == pytest.approx(stats.chi2.sf(chi2, k - 1))
-    assert row["nemenyi_cd"] == pytest.approx(2.728 * math.sqrt(k * (k + 1) / (6 * N)), rel=1e-3)  # Demsar's q_0.05, k = 5
-    np.testing.assert_allclose(objs["mean_rank"].to_numpy(), ranks.mean(axis=0))
+    assert row["nemenyi_cd"] == pytest.approx(2.569 * math.sqrt(k * (k + 1) / (6 * N)), rel=1e-3)  # Demsar's q_0.05, k = 4
+    ranked = summary[(summary["dataset"] == "shapes")].set_index("objective")
+    np.testing.assert_allclose(ranked.loc[objs, "mean_rank"].to_numpy(), ranks.mean(axis=0))
+    assert math.isnan(ranked.loc["one_seed", "mean_rank"])
 
 
 def test_reference_rows_are_shown_marked_and_never_ranked(board):
@@ -225,7 +292,7 @@ def test_reference_rows_are_shown_marked_and_never_ranked(board):
     assert chance.loc["main_score", "mean"] == pytest.approx((1 / 6 + 1 / 8) / 2)  # has every main-score column
     assert "main_score" not in set(raw.index)  # no zero-shot columns: no main score
     tables = pd.read_csv(board / "tables.csv")
-    assert all("chance" not in t for t in tables["friedman_tasks"])
+    assert all("chance" not in str(t) for t in tables["tier1"])
     readme = (board / "README.md").read_text()
     main = readme.split("### Main score\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert main[-1].startswith("| _chance (reference)_") and "| reference " in main[-1]
@@ -240,7 +307,13 @@ def test_page_leads_with_the_main_score_table_and_figures(board):
     assert heads[:6] == ["## digits · tiny", "### Main score", "## shapes · tiny", "### Main score",
                          "### Critical-difference diagram", "### Gap vs main score"]
     assert readme.index("![Critical-difference diagram](cd_diagram.png)") < readme.index("## Provenance")
-    assert "Smallest difference these seeds can detect" in readme and "Friedman χ² =" in readme
+    assert "Smallest difference these replicates resolve (paired t, df = n − 1" in readme and "Friedman χ² =" in readme
+    main = readme.split("### Main score\n\n", 1)[1].split("\n\n", 1)[0]
+    assert [c.strip() for c in main.splitlines()[0].split("|")[1:6]] == [
+        "objective", "main score ↑ (mean)", "95% CI (bootstrap)", "rank interval (95%)", "tier"]
+    for word in ("top", "best objective", "winner"):  # nothing ranks what the tests do not resolve
+        assert f" {word} " not in readme.split("## How to read this page")[0].lower()
+    assert "Tiers (tier 1: " in readme
 
 
 # --- the main-score rules -----------------------------------------------------------------------------
@@ -300,7 +373,7 @@ def test_lower_is_better_ranks_ascending(tmp_path):
     out = build_leaderboard(root, out=tmp_path / "lb", formats=["csv", "md"])
     s = _summary(out)
     assert s["rank"].to_dict() == {"small": 1, "mid": 2, "large": 3}
-    assert "| main score ↓ |" in " ".join((out / "README.md").read_text().split())
+    assert "| main score ↓ (mean) |" in " ".join((out / "README.md").read_text().split())
     pw = pd.read_csv(out / "pairwise.csv")
     assert pw[["objective_a", "objective_b"]].values.tolist() == [["small", "mid"], ["small", "large"], ["mid", "large"]]
 
@@ -401,7 +474,8 @@ def test_index_links_every_suite(tmp_path):
     assert not (tmp_path / "elsewhere" / "index.html").exists()
     assert (lb / "README.md").read_text() == "hand-written findings"
     board = json.loads((lb / "gap" / "board.json").read_text())
-    assert board["tables"][0]["top"] == "b" and board["suite"] == "gap"
+    # a and b never ran the same replicate (seeds 0, 2 against 1, 3): nothing is resolved, both are tier 1
+    assert board["tables"][0]["tier1"] == ["b", "a"] and board["suite"] == "gap" and "top" not in board["tables"][0]
     with pytest.raises(HarnessError, match="no such directory"):
         build_index(tmp_path / "missing")
 
@@ -426,6 +500,8 @@ GOOD = json.dumps({"status": "ok", "job": {"seed": 0, "objective": {"name": "a"}
     (GOOD.replace("0.5", "9" * 5000), "an integer of 5000 digits"),
     (GOOD.replace('"seed": 0', '"seed": ' + "1" * 5000), "an integer of 5000 digits"),
     (GOOD.replace('"seed": 0', '"seed": ' + "1" * 25), "job.seed must be an integer below 2**63"),
+    (GOOD.replace('"seed": 0', '"seed": 0, "replicate": "w1"'), "job.replicate must be an integer below 2**63"),
+    (GOOD.replace('"seed": 0', '"seed": 0, "replicate": ' + "1" * 25), "job.replicate must be an integer below 2**63"),
     (GOOD.replace('"metrics"', '"main_scores": {"gap": {"key": "x"}}, "metrics"'), "main_scores.gap.higher_is_better must be true or false"),
     (GOOD.replace('"metrics"', '"main_scores": [1], "metrics"'), "main_scores must be a mapping"),
     (GOOD.replace('"metrics"', '"reference_rows": {"chance": {"x": "high"}}, "metrics"'), "reference_rows.chance.x must be a number"),

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import harness.train as train_mod
+import harness.training.loop as loop_mod
 from harness.config import Resources, TrainConfig, worker_cpus, worker_gpus
 from harness.errors import HarnessError
 from harness.registry import get_registry
 from harness.runner import seed_everything
 from harness.suite import expand, load_suite, parse_suite
-from harness.train import GradCacheStep, RandState, train
+from harness.training import GradCacheStep, RandState, train
 
 CPU = torch.device("cpu")
 TOL = 1e-5
@@ -225,13 +225,13 @@ def test_dropout_masks_are_replayed_per_chunk():
     def chunked(replay: bool):
         torch.manual_seed(0)
         enc, loss = DropoutEncoder(), get_registry().create("loss", "clip")
-        step = GradCacheStep(enc, loss, CPU, "fp32", (), 5, None, "clip")
         opt = torch.optim.SGD(list(enc.model.parameters()) + list(loss.parameters()), lr=0.1)
+        step = GradCacheStep(enc, loss, opt, None, CPU, "fp32", (), 1, "clip", micro=5)
         torch.manual_seed(1)
         if not replay:
             original, RandState.restore = RandState.restore, lambda self: None
         try:
-            step.run(data, 12, 0, 1, opt)
+            step(data, 0)
         finally:
             if not replay:
                 RandState.restore = original
@@ -270,7 +270,7 @@ def test_batch_norm_towers_are_refused_with_micro_batch():
 def test_micro_batch_under_autocast_and_the_fp16_grad_scaler(precision, shapes_pairs, monkeypatch):
     """CPU autocast stands in for CUDA's: fp16 also runs torch's GradScaler, scaling the cached
     gradients. Low precision: the chunked run agrees with the unchunked one to rounding only."""
-    monkeypatch.setattr(train_mod, "resolve_precision", lambda requested, device: precision)
+    monkeypatch.setattr(loop_mod, "resolve_precision", lambda requested, device: precision)
     scalers = []
     real = torch.amp.GradScaler
 

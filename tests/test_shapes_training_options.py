@@ -218,7 +218,7 @@ def test_diagnostics_log_probes_and_batch_stats_without_changing_training(tmp_pa
     import torch
 
     from harness.config import TrainConfig
-    from harness.train import train
+    from harness.training import train
 
     class Plain:  # the same pairs without the diagnostic hooks
         def __init__(self, pairs):

@@ -121,3 +121,56 @@ def test_trial_score_and_the_leaderboard_share_one_rule_checked_by_hand():
     columns = [("retrieval.a.r1", float("nan")), ("z.shape.top1", 0.5), ("z.colour.top1", 0.9)]
     assert first_mean(columns, ["retrieval.*.r1", "z.*.top1", "z.shape.top1"]) == (1, pytest.approx(0.7))
     assert first_mean(columns, ["missing.*"]) is None
+
+
+# --- hostile tuning inputs: refused by validate, before any trial is built or run ------------------
+
+
+def test_a_short_grid_that_multiplies_out_huge_is_refused_before_any_trial_is_built(toy):
+    import tracemalloc
+
+    grid = {f"params.k{i}": list(range(10)) for i in range(12)}  # about 1 kB of YAML, 10**12 trials
+    tracemalloc.start()
+    try:
+        with pytest.raises(HarnessError, match=r"tune: objective 'toy_dot' has 1,000,000,000,000 trials"):
+            expand_grid(parse_suite(tuned_suite(grid=grid)))
+        assert tracemalloc.get_traced_memory()[1] < 50 << 20  # peak: no trial list was built
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("tune, error", [
+    ({"grid": {"train.lr": [0.01, 0.01]}}, r"grid key 'train.lr' lists 0.01 and 0.01: the same value twice"),
+    ({"grid": {"train.batch_size": [16, 16.0]}}, r"lists 16 and 16.0: the same value twice"),
+    ({"seeds": [0, 1, 0]}, r"tune.seeds: .*seeds lists 0 and 0: the same value twice"),
+    ({"metric": "toy_meancos.mean_cso"}, r"tune.metric: evaluation 'toy_meancos' reports no metric 'mean_cso'; its metrics: mean_cos"),
+    ({"metric": "nosuch.mean_cos"}, r"tune.metric: expected '<evaluation>.<key>' with one of the suite's evaluations"),
+    ({"metric": "toy_meancos"}, r"tune.metric: expected '<evaluation>.<key>'"),
+    ({"metric": None}, r"tune.metric: no evaluation of this suite declares a main score to select trials by"),
+    ({"grid": {"train.batch_size": [32, 7]}}, None),  # fine without workers
+])
+def test_bad_tuning_inputs_are_refused_at_validate_naming_the_field(toy, tune, error):
+    data = tuned_suite(**tune)
+    if error is None:
+        expand_grid(parse_suite(data))
+        return
+    with pytest.raises(HarnessError, match=error):
+        expand_grid(parse_suite(data))
+
+
+def test_booleans_and_numbers_are_different_grid_values(toy):
+    from harness.tuning import _refuse_duplicates
+
+    _refuse_duplicates([True, 1, False, 0], "x")  # True is not the number 1 for a suite
+    with pytest.raises(ValueError, match="the same value twice"):
+        _refuse_duplicates([True, False, True], "x")
+
+
+def test_a_tuned_batch_size_that_workers_do_not_divide_is_refused(toy, monkeypatch):
+    import harness.optional as optional
+
+    monkeypatch.setattr(optional, "require_ray_train", lambda full=False: None)
+    data = tuned_suite(grid={"train.batch_size": [32, 9]})
+    data["resources"] = {"workers_per_job": 2, "cpus_per_job": 2}
+    with pytest.raises(HarnessError, match=r"tune \(objectives\[0\], trial 1\)\.train\.batch_size 9"):
+        expand_grid(parse_suite(data))

@@ -74,7 +74,8 @@ def open_store(out: str | Path, suite: str) -> Store:
 def run_suite(suite, jobs: list[Job], out: str | Path = "runs", executor: str = "local", address: str | None = None,
               retry_failed: bool = False, force: bool = False, at_once: int | None = None) -> Summary:
     """Run ``jobs`` of ``suite`` into the store under ``out``: ``at_once`` jobs at a time with the local
-    executor (default: this machine's CPUs over ``resources.cpus_per_job``), or as Ray tasks."""
+    executor (default 1: in this process; ``harness run`` defaults to this machine's CPUs over
+    ``resources.cpus_per_job``, ``harness.executors.pool.default_jobs``), or as Ray tasks."""
     store = open_store(out, suite.name)
     store.cleanup()
     summary = Summary()
@@ -88,9 +89,8 @@ def run_suite(suite, jobs: list[Job], out: str | Path = "runs", executor: str = 
                 run_ray(store, todo, summary, address=address, resources=suite.resources.model_dump())
             else:
                 from harness.executors.local import run_local
-                from harness.executors.pool import default_jobs
 
-                run_local(store, todo, summary, at_once or default_jobs(suite.resources.model_dump()))
+                run_local(store, todo, summary, at_once or 1)
         except (KeyboardInterrupt, SystemExit):
             summary.print(interrupted=True)
             raise

@@ -3,7 +3,7 @@
 A job with W > 1 workers runs as one ``ray.train.torch.TorchTrainer`` of W workers (gloo on CPU,
 nccl when its workers hold GPUs). Each worker runs ``run_job`` inside the process group Ray Train
 sets up: every worker reads the job's whole batch of B pairs and embeds its B / W rows, the loss
-sees the global batch (``harness.train.GradCacheStep``), DDP averages the tower gradients. Rank 0
+sees the global batch (``harness.training.GradCacheStep``), DDP averages the tower gradients. Rank 0
 alone embeds the evaluation sets, evaluates and returns ``(result, {path: bytes})``: the same files
 a one-process job writes, which the driver commits to its store under the same job id.
 

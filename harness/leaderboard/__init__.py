@@ -3,16 +3,23 @@
 ``build_leaderboard(runs_dir, out)`` writes into ``out`` (default ``leaderboard/<suite>``):
 
 - ``results.csv``: one row per final job: ``objective, encoder, dataset, seed, status, train.lr,
-  main_score``, then a column per metric named ``<evaluation>.<key>[.<key>...]``; failed jobs included
-  with their status (main_score NaN). ``main_score`` is the job's value of its table's main score: the
-  exact numbers the tests use. Tuning jobs are never rows here.
-- ``summary.csv``: per (dataset, encoder, objective): ``rank`` (empty without a main score),
-  ``n_ok, n_failed, main_score.mean|std|n, welch_p_vs_top, p_holm_vs_top, significance, mean_rank``,
+  main_score, replicate, dataset_seed``, then a column per metric named ``<evaluation>.<key>[.<key>...]``;
+  failed jobs included with their status (main_score NaN). ``main_score`` is the job's value of its
+  table's main score: the exact numbers the tests use. ``replicate`` is the job's world draw (its seed
+  in runs without replicates). Tuning jobs are never rows here.
+- ``summary.csv``: per (dataset, encoder, objective): ``rank`` (order of the means; empty without a main
+  score), ``trained, n_ok, n_failed, replicates, main_score.mean|std|n, ci_low, ci_high, rank_low,
+  rank_high, tier, vs_reference, diff_vs_reference, p_vs_reference, p_holm_vs_reference, mean_rank``,
   then ``<metric>.mean|std|n`` (ok jobs only). Objectives only: no reference row is ever here.
-- ``pairwise.csv``: ``dataset, encoder, objective_a, objective_b, mean_a, mean_b, p_value, p_holm,
-  significant`` (see ``harness.leaderboard.stats.pairwise`` for which jobs enter and the pair order).
-- ``tables.csv``: one row per (dataset, encoder): the main score chosen (pattern, columns, direction,
-  source, description or why there is none), the smallest detectable difference, Friedman's test.
+- ``pairwise.csv``: ``dataset, encoder, objective_a, objective_b, n, mean_a, mean_b, diff, ci_low, ci_high,
+  test, p_value, p_holm, significant``, then ``p_wilcoxon, note, sd_diff, n_needed`` (every pair, paired
+  by replicate: ``harness.leaderboard.stats.pairwise``).
+- ``contrasts.csv``: each trained objective against the table's reference objective
+  (``harness.leaderboard.stats.contrasts``), with its detectable difference and ``n_needed``.
+- ``tables.csv``: per (dataset, encoder): the main score (pattern, columns, direction, source, description
+  or why there is none), tier 1, the reference objective, the detectable difference, the mixed model's
+  variance components, Friedman over replicates, Kendall's tau against another encoder of the dataset.
+- ``across.csv``: Friedman's test across tables and Kendall's tau for every pair of encoders of a dataset.
 - ``references.csv``: ``dataset, encoder, reference, metric, mean, std, n``, one row per reference
   row and metric (plus ``metric = main_score`` when the reference has every main-score column).
 - ``tuning.csv`` (only when the runs hold tuning jobs): ``objective, encoder, dataset, seed, status,
@@ -20,8 +27,9 @@
   validation column the suite selects by and ``score`` its value.
 - ``board.json``: the facts ``build_index`` shows for this suite.
 - ``README.md`` (tabulate) and ``index.html`` (standalone, sortable): the answer first (main-score
-  table, critical-difference diagram, gap-vs-score plot), then how to read it, provenance, the
-  details per (dataset, encoder), tuning, the other plots, failed jobs and skipped evaluations.
+  table with CI, rank interval and tier, critical-difference diagram, gap-vs-score plot), then how to
+  read it, provenance, the details per (dataset, encoder), tuning, the other plots, failed jobs and
+  skipped evaluations.
 
 ``build_index(root)`` writes ``root/index.html`` linking every suite page under ``root``;
 ``build_leaderboard`` refreshes it (in ``out``'s parent) by itself when that parent is named
@@ -107,6 +115,8 @@ def _write(store, agg, prov, out_dir: Path, formats: list[str]) -> None:
         agg.results.to_csv(out_dir / "results.csv", index=False)
         agg.summary.to_csv(out_dir / "summary.csv", index=False)
         agg.pairwise.to_csv(out_dir / "pairwise.csv", index=False)
+        agg.contrasts.to_csv(out_dir / "contrasts.csv", index=False)
+        agg.across_frame().to_csv(out_dir / "across.csv", index=False)
         agg.table_frame.to_csv(out_dir / "tables.csv", index=False)
         agg.references.to_csv(out_dir / "references.csv", index=False)
         tuning = tuning_frame(store)

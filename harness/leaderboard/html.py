@@ -22,6 +22,9 @@ from harness.leaderboard.markdown import FILES_DOC, MAIN_SCORE_DOC, RANKS_DOC, f
 from harness.leaderboard.plots import Plot
 from harness.leaderboard.tables import Section, Table
 
+WRAP_AT = 40  # a cell with longer text (a note, a reason) wraps instead of widening its table
+
+
 def render_table(table: Table) -> str:
     head = "".join(f'<th scope="col">{e(h)}</th>' for h in table.headers)
     body = []
@@ -29,7 +32,8 @@ def render_table(table: Table) -> str:
         cells = []
         for c in row:
             value = "" if c.value is None else f' data-value="{c.value!r}"'
-            cls = ' class="best"' if c.bold else ""
+            names = " ".join(n for n, on in (("best", c.bold), ("wrap", len(c.text) > WRAP_AT)) if on)
+            cls = f' class="{names}"' if names else ""
             cells.append(f"<td{cls}{value}>{e(c.text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     refs = []
@@ -59,6 +63,9 @@ def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section
     for kind in ("cd", "gap"):
         if kind in plots:
             parts += [f"<h3>{e(plots[kind].title)}</h3>", _image(out, plots[kind])]
+    across = secs[0].across if secs else []
+    if across:
+        parts += ["<h2>Across tables</h2>", '<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in across) + "</ul>"]
     parts.append("<h2>How to read this page</h2>")
     parts.append(f"<p>{e(MAIN_SCORE_DOC)} Click a column header to sort.</p>")
     parts.append(f"<p><strong>Significance</strong>: {e(SIGNIFICANCE_METHOD)}.</p>")

@@ -1,10 +1,13 @@
 """The top-level index: ``leaderboard/index.html`` linking every suite's page.
 
 Each suite's ``build_leaderboard`` writes ``board.json`` beside its page: the suite name, provenance,
-and per (dataset, encoder) table the main score, the top objective, which objectives the Holm-corrected
-tests cannot separate from it, the smallest detectable difference and Friedman's p. ``write_index``
+and per (dataset, encoder) table the main score, the replicates, tier 1 (the best mean and every
+objective the Holm-corrected paired tests do not resolve from it, never a single "top" objective
+unless it is resolved from every other), the range of tier 1's means, the reference objective and
+how many contrasts against it are resolved, and the smallest detectable difference. ``write_index``
 reads those files (never the runs) and renders one standalone, sortable page (the suite page's CSS,
-script and Content-Security-Policy), so re-running one suite and then the index is enough.
+script and Content-Security-Policy) that fits a 1,400 px window (long cells wrap), so re-running one
+suite and then the index is enough.
 """
 
 from __future__ import annotations
@@ -39,16 +42,11 @@ def board_facts(store, agg, prov: list[tuple[str, str]], formats: list[str]) -> 
     """What the index shows for one suite (JSON-safe: NaN become null)."""
     tables = []
     for (dataset, encoder), t in agg.tables.items():
-        top = t.order[0] if t.main is not None and t.order else None
-        tied = []
-        if top is not None:
-            pw = t.pairwise
-            for r in pw.itertuples(index=False):
-                other = r.objective_b if r.objective_a == top else r.objective_a if r.objective_b == top else None
-                if other is not None and not r.significant and not math.isnan(r.p_holm):
-                    tied.append(other)
-        s = agg.summary
-        row = s[(s["dataset"] == dataset) & (s["encoder"] == encoder) & (s["objective"] == top)] if top else s.iloc[0:0]
+        h = t.head
+        tier1 = h.tier(1) if t.main is not None else []
+        means = [_num(h.intervals.loc[o, "mean"]) for o in tier1 if o in h.intervals.index]
+        means = [m for m in means if m is not None]
+        con = h.contrasts
         tables.append({
             "anchor": table_anchor(dataset, encoder),
             "dataset": dataset,
@@ -57,11 +55,14 @@ def board_facts(store, agg, prov: list[tuple[str, str]], formats: list[str]) -> 
             "description": t.main.description if t.main else t.why_none,
             "higher_is_better": t.main.higher_is_better if t.main else None,
             "objectives": len(t.order),
-            "top": top,
-            "top_mean": _num(row["main_score.mean"].iloc[0]) if len(row) else None,
-            "not_separable_from_top": tied,
-            "min_detectable_diff": _num(t.detectable.mdd) if t.detectable else None,
-            "friedman_p": _num(t.friedman.p_value) if t.friedman else None,
+            "replicates": h.replicates,
+            "tier1": tier1,
+            "tier1_means": [min(means), max(means)] if means else None,
+            "reference": h.reference,
+            "contrasts_tested": int(con["p_value"].notna().sum()),
+            "contrasts_resolved": int(con["significant"].sum()) if len(con) else 0,
+            "min_detectable_diff": _num(h.detectable.mdd) if h.detectable else None,
+            "friedman_p": _num(h.friedman.p_value) if h.friedman else None,
         })
     return {
         "suite": store.suite,
@@ -96,8 +97,32 @@ def _table_link(suite_dir: str, pages: list[str], t: dict[str, Any]) -> str:
     return text
 
 
-def _td(html_text: str, value: float | None) -> str:
-    return f'<td data-value="{value!r}">{html_text}</td>' if value is not None else f"<td>{html_text}</td>"
+def _td(html_text: str, value: float | None, wrap: bool = False) -> str:
+    cls = ' class="wrap"' if wrap else ""
+    return f'<td{cls} data-value="{value!r}">{html_text}</td>' if value is not None else f"<td{cls}>{html_text}</td>"
+
+
+def _strings(x: Any) -> list[str]:
+    return [str(v) for v in x] if isinstance(x, list) else []
+
+
+def _range(x: list | None) -> str:
+    if x is None:
+        return "—"
+    lo, hi = _fmt(x[0]), _fmt(x[1])
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def _contrasts(t: dict[str, Any]) -> str:
+    tested, ref = _num(t.get("contrasts_tested")), t.get("reference")
+    if not tested or not isinstance(ref, str):
+        return "—"
+    return f"{_fmt_int(t.get('contrasts_resolved'))} of {_fmt_int(tested)} vs {e(ref)}"
+
+
+def _fmt_int(x: Any) -> str:
+    v = _num(x)
+    return "—" if v is None else str(int(v))
 
 
 def write_index(root: Path) -> Path:
@@ -115,26 +140,26 @@ def write_index(root: Path) -> Path:
         tables = board.get("tables") if isinstance(board.get("tables"), list) and board.get("tables") else [{}]
         for t in tables:
             t = t if isinstance(t, dict) else {}
-            tied = t.get("not_separable_from_top") or []
             arrow = {True: " ↑", False: " ↓"}.get(t.get("higher_is_better"), "")
+            tier1, means = _strings(t.get("tier1")), t.get("tier1_means")
+            means = means if isinstance(means, list) and len(means) == 2 else None
             cells = [
                 (f'<a href="{e(sub.name)}/{pages[0]}">{e(str(board.get("suite", sub.name)))}</a>' if pages
-                 else e(str(board.get("suite", sub.name))), None),
-                (_table_link(sub.name, pages, t), None),
-                (e(str(t.get("description") or "—")) + e(arrow), None),
-                (e(str(t.get("top") or "—")), None),
-                (_fmt(t.get("top_mean")), _num(t.get("top_mean"))),
-                (e(", ".join(map(str, tied))) if tied else "none", float(len(tied))),
-                (_fmt(t.get("min_detectable_diff")), _num(t.get("min_detectable_diff"))),
-                (_fmt(t.get("friedman_p")), _num(t.get("friedman_p"))),
-                (e(str(board.get("jobs", "—"))), _num(board.get("jobs"))),
-                (e(str(prov.get("runs dated", "—"))), None),
-                (e(str(prov.get("harness", "—"))), None),
-                (links, None),
+                 else e(str(board.get("suite", sub.name))), None, True),
+                (_table_link(sub.name, pages, t), None, True),
+                (e(str(t.get("description") or "—")) + e(arrow), None, True),
+                (e(str(t.get("replicates", "—"))), _num(t.get("replicates")), False),
+                (e(", ".join(tier1)) or "—", float(len(tier1)), True),
+                (_range(means), _num(means[1]) if means else None, False),
+                (_contrasts(t), _num(t.get("contrasts_resolved")), True),
+                (_fmt(t.get("min_detectable_diff")), _num(t.get("min_detectable_diff")), False),
+                (e(str(board.get("jobs", "—"))), _num(board.get("jobs")), False),
+                (e(str(prov.get("runs dated", "—"))), None, True),
+                (links, None, False),
             ]
-            rows.append("<tr>" + "".join(_td(text, v) for text, v in cells) + "</tr>")
-    heads = ["suite", "table", "main score", "top objective", "top main score", "not separable from top (Holm)",
-             "smallest detectable difference", "Friedman p", "jobs", "runs dated", "harness", "pages"]
+            rows.append("<tr>" + "".join(_td(text, v, wrap) for text, v, wrap in cells) + "</tr>")
+    heads = ["suite", "table", "main score", "replicates", "tier 1 (not resolved from the best mean)", "tier-1 means",
+             "contrasts resolved (vs reference, Holm)", "smallest detectable difference", "jobs", "runs dated", "pages"]
     head = "".join(f'<th scope="col">{h}</th>' for h in heads)
     body = "".join(rows) if rows else f'<tr><td colspan="{len(heads)}">No suite page under this directory yet.</td></tr>'
     csp = content_security_policy()
@@ -144,10 +169,12 @@ def write_index(root: Path) -> Path:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>Leaderboards</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         "<h1>Leaderboards</h1>",
-        '<p class="note">One row per suite and (dataset, encoder) table. "Not separable from top" lists the objectives '
-        "whose main score the Holm-corrected Welch tests cannot tell from the top one; the smallest detectable "
-        "difference says how large a gap those seeds could have resolved. Each suite's page has the tables, the "
-        "critical-difference diagram and the plots. Click a column header to sort.</p>",
+        '<p class="note">One row per suite and (dataset, encoder) table. Tier 1 is the objective with the best mean '
+        "main score plus every objective that the Holm-corrected paired tests (paired by replicate) do not resolve "
+        "from it: the objectives in it are not ranked among themselves. \"Contrasts resolved\" counts the trained "
+        "objectives resolved from the suite's reference objective; the smallest detectable difference says how large "
+        "a gap those replicates could have resolved. Each suite's page has the tables, the critical-difference "
+        "diagram and the plots. Click a column header to sort.</p>",
         f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>',
         f"<script>{JS}</script>", "</body>", "</html>", "",
     ])

@@ -100,13 +100,8 @@ class Run:
     trial: dict[str, Any] = field(default_factory=dict)  # tuning jobs: the values tried
     tuned: dict[str, Any] = field(default_factory=dict)  # final jobs of a tuned suite: the values chosen
     tuning: dict[str, Any] = field(default_factory=dict)  # {"trials": n, "seeds": [...], "metric": column}
-    replicate: int | None = None  # job.replicate (a suite of replicates), else None
-    dataset_seed: int | None = None  # the dataset's ``seed`` param (its world draw), when it has one
-
-    @property
-    def block(self) -> int:
-        """The statistical block of this run: its replicate (world draw), else its training seed."""
-        return self.seed if self.replicate is None else self.replicate
+    replicate: int = 0  # job.replicate (the world draw shared by every objective), else the seed
+    dataset_seed: int | None = None  # job.dataset.params.seed, when given
 
     @property
     def error_line(self) -> str:
@@ -147,8 +142,8 @@ def _frame(runs: list[Run], metrics: dict[str, Metric]) -> pd.DataFrame:
     ]
     df = pd.DataFrame(rows, columns=ID_COLUMNS + [LR_COLUMN] + list(metrics))
     df["seed"] = df["seed"].astype(int)
-    for column in ("replicate", "dataset_seed"):  # integers, empty where a job has none
-        df[column] = df[column].astype("Int64")
+    df["replicate"] = df["replicate"].astype(int)
+    df["dataset_seed"] = df["dataset_seed"].astype("Int64")  # empty for a dataset without a seed
     df[LR_COLUMN] = df[LR_COLUMN].astype(float)
     return df
 
@@ -325,15 +320,6 @@ def _tuning(raw: Any, path: Path) -> dict[str, Any]:
     return {"trials": trials, "seeds": seeds, "metric": metric}
 
 
-def _optional_int(value: Any, path: Path, field: str) -> int | None:
-    """An optional integer field of a job record (None when absent); corrupt when it is something else."""
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_SEED:
-        raise HarnessError(f"{path}: corrupt result ({field} must be an integer below 2**63, got {value!r:.40})")
-    return value
-
-
 def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tuning_metrics: dict[str, Metric]) -> Run:
     status = data.get("status")
     if status not in ("ok", "failed"):
@@ -344,11 +330,13 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
     seed = job.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) > MAX_SEED:
         raise HarnessError(f"{path}: corrupt result (job.seed must be an integer below 2**63, got {seed!r:.40})")
-    replicate = _optional_int(job.get("replicate"), path, "job.replicate")
-    dataset = job.get("dataset") if isinstance(job.get("dataset"), dict) else {}
-    params = dataset.get("params") if isinstance(dataset.get("params"), dict) else {}
-    dataset_seed = _optional_int(params.get("seed"), path, "job.dataset.params.seed")
     labels = {k: _label(job.get(k), k, path) for k in ("objective", "encoder", "dataset")}
+    replicate = seed if job.get("replicate") is None else job["replicate"]  # old runs: the seed is the replicate
+    if not isinstance(replicate, int) or isinstance(replicate, bool) or abs(replicate) > MAX_SEED:
+        raise HarnessError(f"{path}: corrupt result (job.replicate must be an integer below 2**63, got {replicate!r:.40})")
+    world = job["dataset"].get("params") if isinstance(job["dataset"].get("params"), dict) else {}
+    world = world.get("seed") if isinstance(world.get("seed"), int) and not isinstance(world.get("seed"), bool) else None
+    world = world if world is not None and abs(world) <= MAX_SEED else None
     stage = job.get("stage")
     if stage is not None and not isinstance(stage, str):
         raise HarnessError(f"{path}: corrupt result (job.stage must be a string)")
@@ -385,8 +373,6 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
         job=job,
         status=status,
         seed=seed,
-        replicate=replicate,
-        dataset_seed=dataset_seed,
         values=values,
         env=data.get("env") if isinstance(data.get("env"), dict) else {},
         error=str(data["error"]) if data.get("error") is not None else None,
@@ -399,6 +385,8 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
         trial=_scalars(job.get("trial"), path, "job.trial"),
         tuned=_scalars(job.get("tuned"), path, "job.tuned"),
         tuning=_tuning(job.get("tuning"), path),
+        replicate=replicate,
+        dataset_seed=world,
         **labels,
     )
 

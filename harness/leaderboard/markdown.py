@@ -50,23 +50,31 @@ def render_table(table: Table) -> str:
 MAIN_SCORE_DOC = (
     "Each table's main score is what its evaluations declare (each evaluation names its headline metric and "
     "direction; the first declared one with values is used) unless the suite names one; a `*` in it means the "
-    "mean over every matching column (e.g. every retrieval set). Rows are sorted by it, best first. Cells are "
-    "mean ± std (sample std) over the seeds that finished; failed jobs are listed below and never averaged in. "
-    "Bold: the best mean of a column with a direction (↑ higher is better, ↓ lower is better). "
-    "Reference rows (chance, oracles, raw-pixel probes), in italics and marked \"reference\", are floors and "
-    "ceilings computed from the evaluation sets: never ranked, never tested, averaged over the jobs that carry them."
+    "mean over every matching column (e.g. every retrieval set). The first table of each section gives, per "
+    "objective, the mean main score over its replicates, its 95% bootstrap CI, its rank interval and its tier; rows "
+    "are in the order of the means, which is not a ranking: only the tiers rank, and only what the tests resolve. "
+    "Detail cells are mean ± std (sample std) over the jobs that finished; failed jobs are listed below and never "
+    "averaged in. Bold: the best mean of a detail column with a direction (↑ higher is better, ↓ lower is better); "
+    "in the main table, tier 1. Reference rows (chance, oracles, raw-pixel probes), in italics and marked "
+    "\"reference\", are floors and ceilings computed from the evaluation sets: never ranked, never tested."
 )
 RANKS_DOC = (
-    "Mean rank over tasks: the objectives are ranked within each task (every column that matches a declared "
-    "main-score pattern of any evaluation; 1 = best), then averaged; Friedman's test asks whether any objective "
-    "ranks differently from the others and Nemenyi's critical difference is the smallest gap in mean rank that "
-    "counts (Demsar 2006). The critical-difference diagram joins objectives that cannot be told apart."
+    "Rank interval: the 2.5–97.5% range of an objective's rank when the replicates (whole world draws, all objectives "
+    "together) are resampled with replacement; 1–3 means it ranked anywhere from first to third in 95% of resampled "
+    "worlds. Mean rank and Friedman's test use independent blocks only (the replicates; across tables, the "
+    "dataset · encoder · replicate cells) and trained objectives only, never the correlated tasks of one image pool; "
+    "Nemenyi's critical difference is the smallest gap in mean rank that counts (Demsar 2006) and the "
+    "critical-difference diagram joins objectives that cannot be told apart. The mixed model splits the score's "
+    "variance into a between-world part (every objective moves together with the world draw) and a residual part."
 )
 FILES_DOC = (
-    "Files: results.csv (one row per final job, with its main_score and train.lr), summary.csv (one row per "
-    "objective and table), pairwise.csv (every pair's Welch and Holm p), tables.csv (per table: main score, "
-    "detectable difference, Friedman), references.csv (reference rows, long format), tuning.csv (tuning jobs, "
-    "when the suite was tuned)."
+    "Files: results.csv (one row per final job, with its main_score, replicate and dataset_seed), summary.csv (one "
+    "row per objective and table: mean, ci_low/ci_high, rank_low/rank_high, tier, the contrast against the reference), "
+    "contrasts.csv (each trained objective against the reference objective: paired t, Holm, detectable difference, "
+    "n_needed), pairwise.csv (every pair, paired by replicate: n, means, diff and its CI, paired t, Holm, Wilcoxon, "
+    "note), tables.csv (per table: main score, tiers, detectable difference, mixed model, Friedman, Kendall τ), "
+    "across.csv (Friedman across tables, Kendall τ between encoders), references.csv (reference rows, long format), "
+    "tuning.csv (tuning jobs, when the suite was tuned)."
 )
 
 
@@ -105,6 +113,9 @@ def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Secti
     for kind in ("cd", "gap"):
         if kind in plots:
             out += _figure(plots[kind])
+    across = secs[0].across if secs else []
+    if across:
+        out += ["## Across tables", ""] + [f"- {md(n)}" for n in across] + [""]
     out += ["## How to read this page", "", md(MAIN_SCORE_DOC), "", f"**Significance**: {md(SIGNIFICANCE_METHOD)}.", "",
             md(RANKS_DOC), "", md(FILES_DOC), "", "## Provenance", ""]
     for key, value in prov:

@@ -3,7 +3,7 @@
 - ``gap_vs_score.png``: centroid distance ||mean(x) - mean(y)|| against the main score, one point per
   seed and the mean ± std (error bars) per objective, a panel per (dataset, encoder).
 - ``cd_diagram.png``: Demsar's critical-difference diagram per (dataset, encoder), drawn by
-  ``scikit_posthocs.critical_difference_diagram``: mean rank over the table's tasks (1 = best),
+  ``scikit_posthocs.critical_difference_diagram``: mean rank over the table's replicates (1 = best),
   objectives joined by a bar when Nemenyi's test cannot tell them apart, and the CD as a scale bar.
 - ``tuning.png``: each objective's validation score against the learning rate tried (log x axis),
   mean over tuning seeds, the chosen value starred, a panel per (dataset, encoder).
@@ -196,11 +196,12 @@ def cd_diagram(agg: Aggregate, out: Path) -> Plot | None:
         ax.spines["top"].set_bounds(1, k)
         ax.tick_params(labelsize=LEGEND_SIZE + 1)
         p = "n/a" if math.isnan(fr.p_value) else (f"{fr.p_value:.3f}" if fr.p_value >= 0.001 else f"{fr.p_value:.1e}")
-        ax.set_title(_title(f"{t.dataset} · {t.encoder}: mean rank over {len(fr.tasks)} tasks (1 = best); "
+        ax.set_title(_title(f"{t.dataset} · {t.encoder}: mean rank over {len(fr.blocks)} {fr.kind} (1 = best); "
                             f"Friedman p = {p}", 90), fontsize=TITLE_SIZE)
     _save(fig, out / "cd_diagram.png")
     return Plot("cd_diagram.png", "Critical-difference diagram",
-                "Mean rank of each objective over the table's tasks (1 = best; Demsar 2006). A thick bar joins "
+                "Mean rank of each trained objective over the table's replicates, independent world draws (1 = best; "
+                "Demsar 2006). A thick bar joins "
                 "objectives that Nemenyi's test cannot tell apart (α = 0.05); the bar labelled CD is the critical difference.")
 
 

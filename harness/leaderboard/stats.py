@@ -1,29 +1,36 @@
-"""The leaderboard's statistics, each from a maintained library (no hand-written test or correction).
+"""The leaderboard's comparisons, each test and correction from a maintained library (none hand-written).
 
-- ``welch``: two-sided Welch t-test, ``scipy.stats.ttest_ind(equal_var=False)``.
-- ``pairwise``: every unordered pair of a table's objectives, Welch on the per-job main score, Holm's
-  step-down correction over the pairs of that one table (``statsmodels.stats.multitest.multipletests``).
-- ``min_detectable_difference``: the smallest true difference a two-sided two-sample t-test detects
-  with power 0.8 at a given alpha, for n seeds per side and the pooled seed std
-  (``statsmodels.stats.power.TTestIndPower``: effect size d, times the pooled std).
-- ``friedman``: mean rank of each objective over a table's tasks, Friedman's test
-  (``scipy.stats.friedmanchisquare``), Nemenyi's post-hoc p-values
-  (``scikit_posthocs.posthoc_nemenyi_friedman``) and the Nemenyi critical difference
-  CD = q_alpha * sqrt(k (k + 1) / (6 N)) with q_alpha the studentized-range quantile over sqrt(2)
-  (``scipy.stats.studentized_range``), as in Demsar (2006).
+Every comparison is **paired by replicate**: replicate r is one world draw (a dataset seed) plus one
+training seed, the same worlds for every objective, so two objectives' scores on replicate r share
+that world and their difference cancels it. Old runs without replicates: the job's seed stands for
+its replicate. The input of everything here is a table's *score matrix*: rows = replicates,
+columns = objectives, cells = the main score (the mean over the ok jobs of that cell, NaN when none).
 
-Why scikit-posthocs and not autorank for the critical-difference diagram: autorank picks its test
-from Shapiro-Wilk / Bartlett checks on the data (parametric repeated-measures ANOVA + Tukey when they
-pass), and those checks mean nothing on the handful of tasks a table has; scikit-posthocs runs exactly
-the Friedman + Nemenyi procedure of Demsar (2006) and draws on an Axes we own
-(``critical_difference_diagram(..., ax=...)``), without pyplot's global figure state.
+- ``paired``: one pair over the replicates both ran: n, the two means over those replicates, the
+  mean paired difference a - b and its 95% t-interval and the two-sided paired t-test
+  (``scipy.stats.ttest_rel``, df = n - 1), the Wilcoxon signed-rank p (``scipy.stats.wilcoxon``)
+  beside it. **Degenerate comparisons have no p**: fewer than two paired replicates, a non-finite
+  score, or paired differences that are all equal (zero variance; identical scores are the special
+  case of all zero) give an empty p and CI and a ``note`` saying why, never p = 0 (a constant gap
+  of 0.001 on three worlds is not evidence of anything the t-test can measure).
+- ``pairwise``: every unordered pair of a table's objectives (pairwise.csv), Holm's step-down
+  correction (``statsmodels.stats.multitest.multipletests(method="holm")``) over the pairs of that
+  table that have a p.
+- ``contrasts``: the planned contrasts of the headline: each trained objective against the table's
+  reference objective, Holm over those k - 1 contrasts only.
+- ``min_detectable_difference`` / ``replicates_needed``: the power of the test actually run, the
+  paired t with n - 1 degrees of freedom (``statsmodels.stats.power.TTestPower``, one-sample on the
+  paired differences, two-sided, power ``POWER``): the smallest true mean difference it resolves
+  for a given SD of paired differences and n, and the number of replicates that would resolve an
+  observed difference (effect size |diff| / SD of the paired differences) at a given alpha.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
@@ -31,31 +38,87 @@ import pandas as pd
 
 ALPHA = 0.05
 POWER = 0.8
-PAIRWISE_COLUMNS = ["dataset", "encoder", "objective_a", "objective_b", "mean_a", "mean_b", "p_value", "p_holm", "significant"]
+TEST = "paired t"
+PAIRWISE_COLUMNS = ["dataset", "encoder", "objective_a", "objective_b", "n", "mean_a", "mean_b", "diff", "ci_low", "ci_high",
+                    "test", "p_value", "p_holm", "significant"]
+PAIRWISE_EXTRA = ["p_wilcoxon", "note", "sd_diff", "n_needed"]
+CONTRAST_COLUMNS = ["dataset", "encoder", "objective", "reference", "n", "mean", "mean_reference", "diff", "ci_low", "ci_high",
+                    "test", "p_value", "p_holm", "significant", "p_wilcoxon", "note", "sd_diff", "min_detectable_diff",
+                    "min_detectable_diff_holm", "n_needed"]
+MAX_REPLICATES = 10**6  # replicates_needed beyond this is reported as none (no feasible design)
 
 
-def _finite(a) -> np.ndarray:
-    a = np.asarray(a, dtype=float)
-    return a[~np.isnan(a)]
+@contextmanager
+def quiet():
+    """numpy/scipy/statsmodels warnings about degenerate input stay quiet: the tables report instead."""
+    import statsmodels.tools.sm_exceptions  # noqa: F401 -- its first import puts an "always" filter before ours
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield
 
 
-def welch(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Two-sided Welch t-test p-value of two samples (NaN dropped); None when a side has < 2 values.
+@dataclass
+class Paired:
+    """One paired comparison a - b over the replicates both ran."""
 
-    The p-value is scipy's. One case scipy leaves undefined is given its limit: two constant, equal
-    samples (t = 0/0) give 1. (Two constant, different samples: scipy's t is infinite and p = 0.)
-    """
-    a, b = _finite(a), _finite(b)
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if np.ptp(a) == 0 and np.ptp(b) == 0 and a[0] == b[0]:
-        return 1.0
-    from scipy.stats import ttest_ind
+    n: int
+    mean_a: float
+    mean_b: float
+    diff: float  # mean of the paired differences a - b
+    sd_diff: float  # their sample SD (ddof = 1); NaN when n < 2
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    p_value: float = math.nan
+    p_wilcoxon: float = math.nan
+    note: str = ""  # why there is no p (empty when there is one)
 
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's precision-loss warning on near-equal samples
-        p = float(ttest_ind(a, b, equal_var=False).pvalue)
-    return None if math.isnan(p) else p  # NaN only from non-finite input (an infinite metric)
+    @property
+    def tested(self) -> bool:
+        return not math.isnan(self.p_value)
+
+
+def paired(a, b) -> Paired:
+    """The paired comparison of two aligned score vectors (one entry per replicate; NaN = did not run)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    a, b = a[both], b[both]
+    n = len(a)
+    with np.errstate(all="ignore"):
+        d = a - b
+        out = Paired(n, float(a.mean()) if n else math.nan, float(b.mean()) if n else math.nan,
+                     float(d.mean()) if n else math.nan, float(d.std(ddof=1)) if n > 1 else math.nan)
+    if n == 0:
+        out.note = "no replicate where both have a main score"
+    elif n < 2:
+        out.note = "only 1 replicate where both have a main score (a paired test needs 2)"
+    elif not np.isfinite(d).all():
+        out.note = "a non-finite main score"
+    elif np.allclose(d, d[0], rtol=1e-9, atol=1e-12):
+        out.note = ("identical scores on every replicate" if np.allclose(d, 0, rtol=0, atol=1e-12)
+                    else "the same difference on every replicate (zero variance)") + ": no t-test"
+        out.sd_diff = 0.0
+    if out.note:
+        out.p_wilcoxon = _wilcoxon(d) if n >= 2 and np.isfinite(d).all() and not np.allclose(d, 0, rtol=0, atol=1e-12) else math.nan
+        return out
+    from scipy.stats import ttest_rel
+
+    with quiet():
+        res = ttest_rel(a, b)
+        ci = res.confidence_interval(1 - ALPHA)
+    out.p_value, out.ci_low, out.ci_high = float(res.pvalue), float(ci.low), float(ci.high)
+    out.p_wilcoxon = _wilcoxon(d)
+    return out
+
+
+def _wilcoxon(d: np.ndarray) -> float:
+    from scipy.stats import wilcoxon
+
+    with quiet():
+        try:
+            return float(wilcoxon(d).pvalue)
+        except ValueError:  # e.g. every difference zero
+            return math.nan
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -67,128 +130,157 @@ def holm(pvalues: list[float]) -> list[float]:
     return [float(p) for p in multipletests(np.asarray(pvalues, dtype=float), alpha=ALPHA, method="holm")[1]]
 
 
-def pairwise(dataset: str, encoder: str, order: list[str], scores: dict[str, np.ndarray]) -> pd.DataFrame:
-    """pairwise.csv rows of one (dataset, encoder) table: one Holm family.
+def min_detectable_difference(sd_diff: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean paired difference a two-sided paired t-test on n replicates (df = n - 1)
+    resolves with the given power: the effect size d_z at which ``paired_power`` reaches ``power``,
+    times the SD of the paired differences. statsmodels' ``TTestPower().solve_power`` gives d_z; its
+    root finder is misled by the NaN that scipy's noncentral t returns in far tails (with scipy 1.17
+    it returns e.g. d_z = 10 for n = 2 at alpha = 0.05/3, where the power is 0.29), so its answer is
+    kept only when the power there checks out, else d_z is found by ``scipy.optimize.brentq`` on the
+    same power function."""
+    from scipy.optimize import brentq
+    from statsmodels.stats.power import TTestPower
 
-    Pairs: every unordered pair of ``order`` (the table's objectives in rank order, best first; ties
-    and objectives without a score after, by label), as (order[i], order[j]) for i < j, in that order.
-    ``p_value`` is Welch's on the ok jobs' non-NaN main scores (results.csv's ``main_score`` where
-    ``status == "ok"``). A pair where a side has fewer than two such jobs (or an infinite score) has no
-    test: p_value and p_holm are NaN, significant is False, and it is not counted in the Holm family,
-    which holds exactly the pairs with a p_value. ``significant`` is ``p_holm < 0.05``.
+    with quiet():
+        dz = float(np.asarray(TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power)).item())
+    if not (math.isfinite(dz) and abs(paired_power(dz, n, alpha) - power) < 1e-6):
+        hi = 1.0
+        while paired_power(hi, n, alpha) < power and hi < 1e9:
+            hi *= 2
+        dz = brentq(lambda x: paired_power(x, n, alpha) - power, 1e-9, hi, xtol=1e-12)
+    return dz * sd_diff
+
+
+def paired_power(dz: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t on n replicates for effect size d_z (``TTestPower().power``).
+
+    scipy's noncentral t returns NaN in far tails (seen with scipy 1.17: the lower tail of a large
+    effect, and the upper tail once the noncentrality d_z sqrt(n) exceeds the critical value by more
+    than ~34, where the power is 1 to machine precision). Then the upper tail alone is used (the
+    lower one is below 1e-300 there), and when that is NaN too and the noncentrality is past the
+    critical value, 1.
     """
-    rows = []
-    with np.errstate(all="ignore"):  # an infinite score: its mean is infinite and its test undefined (NaN)
-        for a, b in combinations(order, 2):
-            rows.append(_pair(dataset, encoder, a, b, scores))
+    from scipy.stats import t
+    from statsmodels.stats.power import TTestPower
+
+    with quiet():
+        p = float(np.asarray(TTestPower().power(dz, n, alpha)).item())
+        if math.isnan(p):
+            p = float(np.asarray(TTestPower().power(dz, n, alpha / 2, alternative="larger")).item())
+        if math.isnan(p) and dz * math.sqrt(n) > t.isf(alpha / 2, n - 1):
+            p = 1.0
+    return p
+
+
+def replicates_needed(diff: float, sd_diff: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """The smallest n >= 2 at which a two-sided paired t-test has the given power for a true difference
+    ``diff`` with paired-difference SD ``sd_diff`` (``TTestPower``, via ``paired_power``); None when
+    undefined (no difference, zero or unknown SD) or beyond ``MAX_REPLICATES``."""
+    if not (math.isfinite(diff) and math.isfinite(sd_diff)) or diff == 0 or sd_diff <= 0:
+        return None
+    from statsmodels.stats.power import TTestPower
+
+    dz = abs(diff) / sd_diff
+    with quiet():
+        est = float(np.asarray(TTestPower().solve_power(effect_size=dz, nobs=None, alpha=alpha, power=power)).item())
+    if math.isfinite(est) and est > MAX_REPLICATES:
+        return None
+    n = max(2, math.ceil(est)) if math.isfinite(est) else 2  # NaN: the root finder gave up (a huge effect)
+    while n > 2 and paired_power(dz, n - 1, alpha) >= power:
+        n -= 1
+    while not paired_power(dz, n, alpha) >= power:
+        n += 1
+        if n > MAX_REPLICATES:
+            return None
+    return n
+
+
+def _row(p: Paired) -> dict:
+    return {"n": p.n, "diff": p.diff, "ci_low": p.ci_low, "ci_high": p.ci_high, "test": TEST if p.tested else "",
+            "p_value": p.p_value, "p_holm": math.nan, "significant": False, "p_wilcoxon": p.p_wilcoxon, "note": p.note,
+            "sd_diff": p.sd_diff}
+
+
+def _correct(rows: list[dict]) -> int:
+    """Holm over the rows that have a p (in place); ``n_needed`` for the unresolved ones, at Holm's first
+    step alpha / m (the strictest, so that n resolves the contrast wherever it falls in the order)."""
     tested = [i for i, r in enumerate(rows) if not math.isnan(r["p_value"])]
     for i, p in zip(tested, holm([rows[i]["p_value"] for i in tested])):
         rows[i]["p_holm"] = p
+    m = max(1, len(tested))
     for r in rows:
         r["significant"] = bool(not math.isnan(r["p_holm"]) and r["p_holm"] < ALPHA)
-    return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
+        need = None if r["significant"] else replicates_needed(r["diff"], r["sd_diff"], ALPHA / m)
+        r["n_needed"] = math.nan if need is None else need
+    return len(tested)
 
 
-def _pair(dataset: str, encoder: str, a: str, b: str, scores: dict[str, np.ndarray]) -> dict:
-    sa, sb = _finite(scores.get(a, [])), _finite(scores.get(b, []))
-    p = welch(sa, sb)
-    return {
-        "dataset": dataset, "encoder": encoder, "objective_a": a, "objective_b": b,
-        "mean_a": float(sa.mean()) if len(sa) else math.nan, "mean_b": float(sb.mean()) if len(sb) else math.nan,
-        "p_value": math.nan if p is None else p, "p_holm": math.nan,
-    }
+def pairwise(dataset: str, encoder: str, order: list[str], matrix: pd.DataFrame) -> pd.DataFrame:
+    """pairwise.csv rows of one (dataset, encoder) table: one Holm family.
+
+    Pairs: every unordered pair of ``order`` (the table's objectives in rank order, best first;
+    objectives without a score last), as (order[i], order[j]) for i < j, in that order. Each is
+    ``paired`` over the replicates both ran (``matrix``: replicates x objectives). The Holm family is
+    exactly the pairs that have a p; ``significant`` is ``p_holm < ALPHA``. ``n_needed``: for an
+    unresolved pair with an observed difference and a positive SD of differences, the replicates a
+    paired t-test needs to resolve that difference with power ``POWER`` at alpha / m (m = the pairs
+    tested).
+    """
+    rows = []
+    for a, b in combinations(order, 2):
+        p = paired(_column(matrix, a), _column(matrix, b))
+        rows.append({"dataset": dataset, "encoder": encoder, "objective_a": a, "objective_b": b,
+                     "mean_a": p.mean_a, "mean_b": p.mean_b, **_row(p)})
+    _correct(rows)
+    return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS + PAIRWISE_EXTRA)
+
+
+def contrasts(dataset: str, encoder: str, reference: str | None, objectives: list[str], matrix: pd.DataFrame) -> pd.DataFrame:
+    """The planned contrasts of one table: each of ``objectives`` (the trained objectives other than the
+    reference) minus ``reference``, paired by replicate, Holm over these k - 1 contrasts. Besides the
+    pairwise columns: the smallest difference each contrast's n and SD of differences resolve at ALPHA
+    and at Holm's first step ALPHA / m (m = the contrasts tested)."""
+    rows = []
+    if reference is not None:
+        for o in objectives:
+            p = paired(_column(matrix, o), _column(matrix, reference))
+            rows.append({"dataset": dataset, "encoder": encoder, "objective": o, "reference": reference,
+                         "mean": p.mean_a, "mean_reference": p.mean_b, **_row(p)})
+    m = _correct(rows)
+    for r in rows:
+        ok = r["n"] >= 2 and math.isfinite(r["sd_diff"]) and r["sd_diff"] > 0
+        r["min_detectable_diff"] = min_detectable_difference(r["sd_diff"], r["n"]) if ok else math.nan
+        r["min_detectable_diff_holm"] = (min_detectable_difference(r["sd_diff"], r["n"], ALPHA / m) if ok and m > 1
+                                         else r["min_detectable_diff"])
+    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
+
+def _column(matrix: pd.DataFrame, objective: str) -> np.ndarray:
+    if objective in matrix.columns:
+        return matrix[objective].to_numpy(float)
+    return np.full(len(matrix), np.nan)
 
 
 @dataclass
 class Detectable:
-    """The smallest difference a table's seeds can detect (two-sided t-test, power POWER)."""
+    """A table's detectable difference for its contrasts (the paired t actually run)."""
 
-    n: int  # seeds per objective used (the smallest seed count among objectives with >= 2)
-    pooled_std: float  # sqrt(sum((n_i - 1) s_i^2) / sum(n_i - 1)) over objectives with n_i >= 2
-    mdd: float  # at ALPHA (one comparison)
-    mdd_holm: float | None  # at ALPHA / m: the first step of Holm over the table's m pairs (None when m <= 1)
-    pairs: int
-
-
-def min_detectable_difference(std: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Effect size d from statsmodels' power solver for two groups of n, times the std."""
-    from statsmodels.stats.power import TTestIndPower
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = TTestIndPower().solve_power(effect_size=None, nobs1=n, alpha=alpha, power=power, ratio=1.0,
-                                        alternative="two-sided")
-    return float(np.asarray(d).item()) * std
+    n: int  # replicates: the smallest paired n among the contrasts with a positive SD of differences
+    sd_diff: float  # pooled SD of paired differences: sqrt(sum((n_i - 1) s_i^2) / sum(n_i - 1)) over those contrasts
+    mdd: float  # at ALPHA
+    mdd_holm: float | None  # at ALPHA / m, Holm's first step over the m contrasts tested (None when m <= 1)
+    contrasts: int  # m
 
 
-def detectable(scores: dict[str, np.ndarray], pairs: int) -> Detectable | None:
-    samples = [s for s in (_finite(v) for v in scores.values()) if len(s) >= 2]
-    if not samples:
+def detectable(contrast_rows: pd.DataFrame) -> Detectable | None:
+    usable = contrast_rows[(contrast_rows["n"] >= 2) & (contrast_rows["sd_diff"] > 0)
+                           & np.isfinite(contrast_rows["sd_diff"].astype(float))] if len(contrast_rows) else contrast_rows
+    if usable.empty:
         return None
-    dof = sum(len(s) - 1 for s in samples)
-    with np.errstate(all="ignore"):
-        pooled = math.sqrt(sum((len(s) - 1) * s.var(ddof=1) for s in samples) / dof)
-    if not math.isfinite(pooled):
-        return None
-    n = min(len(s) for s in samples)
-    mdd = min_detectable_difference(pooled, n)
-    mdd_holm = min_detectable_difference(pooled, n, ALPHA / pairs) if pairs > 1 else None
-    return Detectable(n=n, pooled_std=pooled, mdd=mdd, mdd_holm=mdd_holm, pairs=pairs)
-
-
-@dataclass
-class Friedman:
-    """Ranks of the objectives over a table's tasks (blocks), Friedman's test and Nemenyi's post-hoc."""
-
-    tasks: list[str]  # the task columns used (complete for every objective)
-    objectives: list[str]
-    mean_ranks: pd.Series  # objective -> mean rank (1 = best), sorted
-    statistic: float = math.nan
-    p_value: float = math.nan
-    cd: float = math.nan  # Nemenyi critical difference at ALPHA
-    nemenyi: pd.DataFrame | None = None  # objective x objective p-values
-    dropped_tasks: list[str] = field(default_factory=list)  # tasks without a value for some objective
-    note: str = ""  # why the test or the diagram is missing, if it is
-
-
-def friedman(values: pd.DataFrame, higher_is_better: dict[str, bool]) -> Friedman | None:
-    """``values``: rows = tasks (columns of the results), columns = objectives, cells = mean over seeds.
-
-    Tasks with a missing value for any objective are dropped (Friedman needs complete blocks). Within
-    each task the objectives are ranked 1 = best (average ranks for ties), in the task's direction.
-    The test needs at least 3 objectives and 2 tasks; with fewer, the mean ranks are still given.
-    """
-    if values.empty or values.shape[1] < 2:
-        return None
-    from scipy.stats import friedmanchisquare, rankdata, studentized_range
-
-    complete = values.dropna(axis=0, how="any")
-    dropped = [t for t in values.index if t not in complete.index]
-    if complete.empty:
-        return None
-    oriented = complete.apply(lambda row: row if higher_is_better.get(row.name, True) else -row, axis=1)
-    ranks = pd.DataFrame(rankdata(-oriented.to_numpy(float), axis=1, method="average"),
-                         index=oriented.index, columns=oriented.columns)
-    mean_ranks = ranks.mean(axis=0).sort_values(kind="stable")
-    out = Friedman(tasks=list(complete.index), objectives=list(complete.columns), mean_ranks=mean_ranks,
-                   dropped_tasks=dropped)
-    n, k = complete.shape
-    if k < 3 or n < 2:
-        out.note = f"Friedman's test needs at least 3 objectives and 2 tasks (here {k} and {n})"
-        return out
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            res = friedmanchisquare(*[oriented[c].to_numpy(float) for c in oriented.columns])
-            out.statistic, out.p_value = float(res.statistic), float(res.pvalue)
-        except ValueError as exc:  # e.g. every task a complete tie
-            out.note = f"Friedman's test undefined here ({exc})"
-    if math.isnan(out.p_value) and not out.note:
-        out.note = "Friedman's test undefined here (every task ranks the objectives equally)"
-    import scikit_posthocs as sp
-
-    nem = sp.posthoc_nemenyi_friedman(oriented.to_numpy(float))
-    nem.index = nem.columns = list(oriented.columns)
-    out.nemenyi = nem
-    out.cd = float(studentized_range.ppf(1 - ALPHA, k, np.inf) / math.sqrt(2) * math.sqrt(k * (k + 1) / (6 * n)))
-    return out
+    dof = (usable["n"] - 1).astype(float)
+    sd = math.sqrt(float((dof * usable["sd_diff"].astype(float) ** 2).sum() / dof.sum()))
+    n = int(usable["n"].min())
+    m = int(contrast_rows["p_value"].notna().sum())
+    mdd = min_detectable_difference(sd, n)
+    return Detectable(n=n, sd_diff=sd, mdd=mdd, mdd_holm=min_detectable_difference(sd, n, ALPHA / m) if m > 1 else None,
+                      contrasts=m)

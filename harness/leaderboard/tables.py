@@ -1,13 +1,15 @@
 """The tables a page shows, as plain cells: rendered to Markdown (``markdown.py``) and HTML (``html.py``).
 
-Per (dataset, encoder), a ``Section``: first the answer (the main-score table, with its Holm-corrected
-significance against the top row and the mean rank over tasks, plus notes: what the main score is, the
-smallest difference the seeds can detect, Friedman's test), then the details (gap tables, one
-downstream table per evaluation, a training table, every pair's test, the tuning choices).
-Rows are objectives in main-score order. A cell is ``mean ± std`` over ok seeds (just the mean when
-n = 1); the best mean of a column is bold when the metric has a direction (ties all bold); headers
-carry ↑ (higher is better) or ↓ (lower). Reference rows (chance, oracles...) follow the objectives in
-a table of their own kind (``Table.references``): marked, never bold, never ranked or sorted.
+Per (dataset, encoder), a ``Section``: first the answer (the main-score table: objective, mean, its
+bootstrap 95% CI, rank interval, tier, replicates and the planned contrast against the reference
+objective; then the notes of ``notes.py``), then the details (gap tables, one downstream table per
+evaluation, a training table, the contrasts with their power, every pair's test, the tuning
+choices). Rows are objectives in order of their mean; that order is not a ranking: only tiers are
+(objectives within a tier are not resolved from the tier's best). A metric cell is ``mean ± std``
+over ok jobs (just the mean when n = 1); the best mean of a detail column is bold when the metric
+has a direction (ties all bold), in the main table the means of tier 1 are; headers carry ↑ (higher
+is better) or ↓ (lower). Reference rows (chance, oracles...) follow the objectives in a table of
+their own kind (``Table.references``): marked, never bold, never ranked or sorted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import pandas as pd
 
 from harness.leaderboard.aggregate import Aggregate, MainScore, TableStats, tuning_scores
 from harness.leaderboard.load import Metric, RunStore
-from harness.leaderboard.stats import ALPHA, POWER
+from harness.leaderboard.notes import across_notes, table_notes
+from harness.leaderboard.resample import fmt_rank_interval
+from harness.leaderboard.stats import ALPHA, TEST
 
 ARROW = {True: " ↑", False: " ↓", None: ""}
 TITLES = {"gap": "Gap metrics", "downstream": "Downstream", "train": "Training"}
@@ -51,6 +55,7 @@ class Section:
     notes: list[str] = field(default_factory=list)  # under the main table
     details: list[Table] = field(default_factory=list)
     tuning: Table | None = None
+    across: list[str] = field(default_factory=list)  # the page's "Across tables" notes (on the first section only)
 
     @property
     def tables(self) -> list[Table]:
@@ -154,52 +159,64 @@ def _per_evaluation(title: str, rows: pd.DataFrame, metrics: list[Metric], lead,
     return tables
 
 
-def _main_table(rows: pd.DataFrame, lead, stats: TableStats) -> Table:
-    main = stats.main
+def _main_table(rows: pd.DataFrame, stats: TableStats) -> Table:
+    """The answer: objective, mean, bootstrap CI, rank interval, tier first; then replicates and the contrast."""
+    main, head = stats.main, stats.head
     assert main is not None
-    cols = list(lead) + [(f"main score {main.arrow}", _stat_column(rows, "main_score", main.higher_is_better))]
-    sig = [Cell(s, _value(p)) for s, p in zip(rows["significance"], rows["p_holm_vs_top"])]
-    cols.append(("vs top (Welch, Holm)", sig))
-    with_ranks = stats.friedman is not None
-    if with_ranks:
-        cols.append(("mean rank over tasks ↓", [Cell("—" if math.isnan(r) else f"{r:.2f}", _value(r)) for r in rows["mean_rank"]]))
+    means = rows["main_score.mean"].astype(float)
+    like = [abs(m) if math.isfinite(m) else None for m in means]
+    tier1 = set(head.tier(1))
+    cols = [
+        ("objective", [Cell(o) for o in rows["objective"]]),
+        (f"main score {main.arrow} (mean)",
+         [Cell(fmt_number(m) if math.isfinite(m) else "—" if math.isnan(m) else str(m), _value(m), o in tier1)
+          for o, m in zip(rows["objective"], means)]),
+        ("95% CI (bootstrap)", [Cell(_interval(lo, hi, lk), _value(lo)) for lo, hi, lk in zip(rows["ci_low"], rows["ci_high"], like)]),
+        ("rank interval (95%)", [Cell(fmt_rank_interval(lo, hi), _value(lo)) for lo, hi in zip(rows["rank_low"], rows["rank_high"])]),
+        ("tier", [Cell("—" if pd.isna(t) else str(int(t)), None if pd.isna(t) else float(t)) for t in rows["tier"]]),
+        ("replicates", [Cell(f"{r} (+{f} failed)" if f else f"{r}", float(r)) for r, f in zip(rows["replicates"], rows["n_failed"])]),
+    ]
+    if head.reference is not None:
+        cols.append((f"vs {head.reference} (paired t, Holm)",
+                     [Cell(t, _value(p)) for t, p in zip(rows["vs_reference"], rows["p_holm_vs_reference"])]))
     refs = []
     for label in stats.references.values:
         if label in stats.references.main:
             m = stats.references.main[label]
-            refs.append([Cell(label), Cell("—"), Cell(fmt_number(m), m), Cell("reference")] + ([Cell("—")] if with_ranks else []))
+            refs.append([Cell(label), Cell(fmt_number(m), m), Cell("—"), Cell("—"), Cell("reference"), Cell("—")]
+                        + ([Cell("—")] if head.reference is not None else []))
     return Table("Main score", [h for h, _ in cols], [list(r) for r in zip(*(c for _, c in cols))], refs)
 
 
-def _notes(stats: TableStats) -> list[str]:
-    main = stats.main
-    if main is None:
-        return [f"No main score for this table: {stats.why_none}. Objectives are not ranked or tested."]
-    direction = "higher is better" if main.higher_is_better else "lower is better"
-    source = "named by the suite" if main.source == "suite" else "declared by its evaluation"
-    notes = [f"Main score: {main.description} ({main.pattern}; {direction}; {source})."
-             + (f" Note: {main.note}." if main.note else "")]
-    det = stats.detectable
-    if det is not None:
-        text = (f"Smallest difference these seeds can detect (two-sided t-test, α = {ALPHA}, power {POWER}, "
-                f"n = {det.n} seeds per objective, pooled seed std {fmt_number(det.pooled_std)}): {fmt_number(det.mdd)}")
-        if det.mdd_holm is not None:
-            text += f"; at Holm's first step over the {det.pairs} pairs (α = {ALPHA}/{det.pairs}): {fmt_number(det.mdd_holm)}"
-        notes.append(text + ". A smaller true difference mostly reads \"n.s.\": n.s. means not resolved, not equal.")
-    else:
-        notes.append("No objective has two seeds with a main score: no test and no detectable difference.")
-    fr = stats.friedman
-    if fr is not None:
-        text = f"Mean rank over {len(fr.tasks)} task{'s' if len(fr.tasks) != 1 else ''} ({', '.join(fr.tasks)}; 1 = best)"
-        if not math.isnan(fr.p_value):
-            text += (f": Friedman χ² = {fr.statistic:.2f}, p = {fmt_p(fr.p_value)}; Nemenyi critical difference "
-                     f"{fr.cd:.2f} (α = {ALPHA}): mean ranks closer than that are not distinguishable")
-        elif fr.note:
-            text += f": {fr.note}"
-        if fr.dropped_tasks:
-            text += f". Left out (missing for some objective): {', '.join(fr.dropped_tasks)}"
-        notes.append(text + ".")
-    return notes
+def _interval(low: float, high: float, like: float | None = None) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "—"
+    return f"{fmt_number(low, like=like)} to {fmt_number(high, like=like)}"
+
+
+def _p_cells(p_value: float, p_holm: float, significant: bool, note: str) -> list[Cell]:
+    tested = not math.isnan(p_value)
+    return [Cell(fmt_p(p_value), _value(p_value)), Cell(fmt_p(p_holm), _value(p_holm), bool(significant)),
+            Cell("yes" if significant else "no" if tested else "no test"), Cell(note or "")]
+
+
+def _contrast_table(stats: TableStats) -> Table | None:
+    con, head = stats.head.contrasts, stats.head
+    if con.empty:
+        return None
+    rows = []
+    for r in con.itertuples(index=False):
+        like = max(abs(r.mean), abs(r.mean_reference)) if math.isfinite(r.mean) and math.isfinite(r.mean_reference) else None
+        rows.append([Cell(r.objective), Cell(str(r.n), float(r.n)),
+                     Cell("—" if math.isnan(r.diff) else fmt_number(r.diff, like=like), _value(r.diff)),
+                     Cell(_interval(r.ci_low, r.ci_high, like), _value(r.ci_low)), *_p_cells(r.p_value, r.p_holm, r.significant, "")[:3],
+                     Cell("—" if math.isnan(r.min_detectable_diff_holm) else fmt_number(r.min_detectable_diff_holm, like=like),
+                          _value(r.min_detectable_diff_holm)),
+                     Cell("—" if pd.isna(r.n_needed) else str(int(r.n_needed)), None if pd.isna(r.n_needed) else float(r.n_needed)),
+                     Cell(r.note or "")])
+    headers = ["objective", "replicates", f"− {head.reference}", "95% CI (t)", f"p ({TEST})", "p (Holm)", f"p (Holm) < {ALPHA}",
+               "detectable at Holm's α/m", "replicates to resolve it", "note"]
+    return Table(f"Planned contrasts against {head.reference} (paired by replicate)", headers, rows)
 
 
 def _pairwise_table(stats: TableStats) -> Table | None:
@@ -208,14 +225,13 @@ def _pairwise_table(stats: TableStats) -> Table | None:
         return None
     rows = []
     for r in pw.itertuples(index=False):
-        diff = r.mean_a - r.mean_b
-        rows.append([Cell(r.objective_a), Cell(r.objective_b), Cell(fmt_cell(r.mean_a, math.nan, 1), _value(r.mean_a)),
-                     Cell(fmt_cell(r.mean_b, math.nan, 1), _value(r.mean_b)),
-                     Cell("—" if math.isnan(diff) else fmt_number(diff, like=max(abs(r.mean_a), abs(r.mean_b))), _value(diff)),
-                     Cell(fmt_p(r.p_value), _value(r.p_value)), Cell(fmt_p(r.p_holm), _value(r.p_holm), bool(r.significant)),
-                     Cell("yes" if r.significant else "no" if not math.isnan(r.p_holm) else "n<2")])
-    headers = ["objective a", "objective b", "main score a", "main score b", "a − b", "p (Welch)", "p (Holm)", f"p (Holm) < {ALPHA}"]
-    return Table("Every pair (main score)", headers, rows)
+        like = max(abs(r.mean_a), abs(r.mean_b)) if math.isfinite(r.mean_a) and math.isfinite(r.mean_b) else None
+        rows.append([Cell(r.objective_a), Cell(r.objective_b), Cell(str(r.n), float(r.n)),
+                     Cell("—" if math.isnan(r.diff) else fmt_number(r.diff, like=like), _value(r.diff)),
+                     Cell(_interval(r.ci_low, r.ci_high, like), _value(r.ci_low)),
+                     *_p_cells(r.p_value, r.p_holm, r.significant, r.note)])
+    headers = ["objective a", "objective b", "replicates", "a − b", "95% CI (t)", f"p ({TEST})", "p (Holm)", f"p (Holm) < {ALPHA}", "note"]
+    return Table("Every pair (main score, paired by replicate)", headers, rows)
 
 
 def _fmt_value(v) -> str:
@@ -274,16 +290,17 @@ def sections(agg: Aggregate, store: RunStore) -> list[Section]:
         lead = [("objective", objective), ("n", n)]
         section = Section(dataset, encoder, stats.main)
         if stats.main is not None:
-            section.main = _main_table(rows, lead, stats)
-        section.notes = _notes(stats)
+            section.main = _main_table(rows, stats)
+        section.notes = table_notes(stats)
         by_group = {g: [m for m in metrics.values() if m.group == g] for g in TITLES}
         details = _per_evaluation(TITLES["gap"], rows, by_group["gap"], lead, stats)
         details += _per_evaluation(TITLES["downstream"], rows, by_group["downstream"], lead, stats)
         train = _metric_table(TITLES["train"], rows, by_group["train"], lead, stats)
         details += [train] if train is not None else []
-        pw = _pairwise_table(stats)
-        details += [pw] if pw is not None else []
+        details += [t for t in (_contrast_table(stats), _pairwise_table(stats)) if t is not None]
         section.details = details
         section.tuning = tuning_table(store, dataset, encoder, stats.order)
         out.append(section)
+    if out:
+        out[0].across = across_notes(agg)
     return out
