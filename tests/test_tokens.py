@@ -57,7 +57,7 @@ def test_only_per_text_tokenizers_are_cached():
 
 
 def _train(encoder, loss, batches, grad_clip):
-    from harness.train import param_groups
+    from harness.training import param_groups
 
     opt = torch.optim.AdamW(param_groups(encoder.model, loss, 0.1), lr=1e-2, betas=(0.9, 0.98), eps=1e-6, fused=True)
     encoder.model.train()
