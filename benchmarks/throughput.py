@@ -20,6 +20,16 @@ mode's median time, its runs per hour and new / old.
 
 The job's threads change its floating-point order (``harness.threads``), so the two modes do not
 store the same numbers; this compares only their throughput.
+
+``--step`` times one training step instead: the suite's ``clip`` job (its encoder, world, batch
+and optimizer; ``--step-steps`` steps, default 40) through ``harness.training.train`` on 1 thread,
+in a fresh process per variant, the variants taking turns round by round. Per variant: the median
+wall and process-CPU time of a step (the first 2 left out), from the trainer's progress callback:
+
+- ``before``: each caption tokenized by open_clip every time, clip's two cross-entropies;
+- ``tokens``: each distinct caption tokenized once (the encoder's default);
+- ``tokens+fused``: and clip's fused backward (the loss's default);
+- ``+compact``: and ``compact_vocabulary(512)`` (off by default: not bit-identical under clipping).
 """
 
 from __future__ import annotations
@@ -119,6 +129,74 @@ def measure(suites: dict[str, Path], jobs: int, rounds: int, work: Path, conditi
     return times
 
 
+STEP_VARIANTS = ("before", "tokens", "tokens+fused", "+compact")
+
+
+def step_child(variant: str, suite_path: str, steps: int) -> int:
+    """One variant's step times, printed as JSON: ``{"wall_ms": .., "cpu_ms": .., "steps": n}``."""
+    import json
+
+    sys.path.insert(0, str(ROOT))  # this checkout's harness, whichever an installed one is
+    import torch
+
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    import harness
+    import harness.builtin.encoders.open_clip_encoder as oce
+    import harness.builtin.losses.clip as clip
+    from harness.config import TrainConfig
+    from harness.training import train
+
+    if variant == "before":
+        oce.cacheable = lambda tokenizer: False
+    if variant == "before" or variant == "tokens":
+        clip.fused_clip_contrastive = clip.clip_contrastive
+    suite = yaml.safe_load(Path(suite_path).read_text())
+    enc_spec, data_spec = suite["encoders"][0], suite["datasets"][0]
+    torch.manual_seed(0)
+    encoder = harness.create_encoder(enc_spec["name"], **enc_spec.get("params", {}))
+    if variant == "+compact":
+        encoder.compact_vocabulary(512)
+    dataset = harness.create_dataset(data_spec["name"], **data_spec.get("params", {}))
+    cfg = TrainConfig.model_validate({**suite["train"], "steps": steps, "device": "cpu"})
+    marks = [(time.perf_counter(), time.process_time())]
+    train(encoder, harness.create_loss("clip"), dataset.train_pairs(), cfg, 0, torch.device("cpu"),
+          progress=lambda state: marks.append((time.perf_counter(), time.process_time())), loss_name="clip")
+    walls = [b[0] - a[0] for a, b in zip(marks, marks[1:])][2:]
+    cpus = [b[1] - a[1] for a, b in zip(marks, marks[1:])][2:]
+    print(json.dumps({"wall_ms": statistics.median(walls) * 1e3, "cpu_ms": statistics.median(cpus) * 1e3,
+                      "steps": len(walls)}))
+    return 0
+
+
+def step_main(suite: str, steps: int, rounds: int) -> int:
+    import json
+
+    from tabulate import tabulate
+
+    got: dict[str, list[dict]] = {v: [] for v in STEP_VARIANTS}
+    for r in range(rounds):
+        shift = r % len(STEP_VARIANTS)
+        for variant in STEP_VARIANTS[shift:] + STEP_VARIANTS[:shift]:
+            out = subprocess.run([sys.executable, __file__, "--step-child", variant, "--suite", suite,
+                                  "--step-steps", str(steps)], cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"--step {variant}: {out.stderr[-2000:]}")
+            got[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"  round {r + 1} {variant}: {got[variant][-1]}", file=sys.stderr, flush=True)
+    base = statistics.median(x["cpu_ms"] for x in got["before"])
+    rows = [[v, len(got[v]), got[v][0]["steps"], f"{statistics.median(x['wall_ms'] for x in got[v]):.1f}",
+             f"{statistics.median(x['cpu_ms'] for x in got[v]):.1f}",
+             f"{statistics.median(x['cpu_ms'] for x in got[v]) / base:.3f}"] for v in STEP_VARIANTS]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nclip step of {Path(suite).name} on 1 thread (median per run, median over runs; load average {load:.2f})\n")
+    print(tabulate(rows, headers=["variant", "runs", "steps timed", "wall ms/step", "CPU ms/step", "CPU x before"],
+                   tablefmt="github"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default=str(ROOT / "suites" / "gap.yaml"))
@@ -131,7 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="runs of each mode per condition")
     parser.add_argument("--conditions", nargs="+", default=["idle", "busy"], choices=["idle", "busy"])
     parser.add_argument("--keep", default=None, help="keep the runs and the log in this folder")
+    parser.add_argument("--step", action="store_true", help="time the clip job's training step instead (see above)")
+    parser.add_argument("--step-steps", type=int, default=40, help="with --step: steps per run (>= 22)")
+    parser.add_argument("--step-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.step_child:
+        return step_child(args.step_child, args.suite, args.step_steps)
+    if args.step:
+        return step_main(args.suite, args.step_steps, args.rounds)
     quick = QUICK if args.quick else {}
     steps = args.steps if args.steps is not None else quick.get("steps")
     objectives = args.objectives.split(",") if args.objectives else quick.get("objectives")
