@@ -52,7 +52,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness, not an installed one
+import harness  # noqa: E402
 
 BUILTIN = ["clip", "siglip", "dcl", "cyclip", "cua", "cuaxu", "align_uniform"]
 PLUGIN = ["cloob", "dhel", "hn_nce", "ifm", "vicreg", "barlow_twins", "clip_cosine_temperature", "negclip"]
