@@ -1,8 +1,15 @@
 """The ``harness`` command line.
 
-Exit codes: 0 success; 1 a job failed, or an internal error; 2 bad input; 130 interrupted.
+Exit codes: 0 success; 1 a job failed, or an internal error; 2 bad input or an operating-system
+error the user must act on; 130 interrupted.
 
 - Bad input (``HarnessError``: suite file, plugin names, params) is one line on stderr, exit 2.
+- An operating-system error that is the machine's, not the harness's (a full disk, a quota, a
+  read-only file system, no permission, an I/O error, too many open files) is one line naming the
+  path and the error, exit 2.
+- Ctrl-C is ``interrupted``, exit 130, also once the command's work is done (e.g. a Ctrl-C after
+  "suite done" while libraries shut down prints no traceback).
+- Terminal escape bytes in a message (a label, a path from a file) are shown escaped.
 - Any other exception is a bug in the harness or in a plugin, not the user's input: it is not
   swallowed, but a user never sees a bare traceback either. One line on stderr names the error
   and the log file that holds the full traceback; exit 1. ``HARNESS_DEBUG=1`` re-raises instead.
@@ -11,9 +18,12 @@ Exit codes: 0 success; 1 a job failed, or an internal error; 2 bad input; 130 in
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 import tempfile
 import time
 import traceback
@@ -26,7 +36,7 @@ from harness.params import ParamSpec, suggest
 
 def _print_load_errors(registry) -> None:
     for line in registry.load_errors:
-        print(f"warning: {line}", file=sys.stderr)
+        print(printable(f"warning: {line}"), file=sys.stderr)
 
 
 def _param_lines(info: dict) -> str:
@@ -170,7 +180,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if bad:
         raise HarnessError(f"--format: unknown format {bad[0]!r}; choose from md, html, csv")
     out = build_leaderboard(args.runs_dir, out=args.out, formats=formats, command=" ".join(["harness", *sys.argv[1:]]))
-    print(f"leaderboard written to {out}")
+    page = out / "index.html" if "html" in formats else out
+    print(f"leaderboard written to {out} (open {page})")
+    if args.compare is not None:
+        from harness.leaderboard.reproduce import compare
+
+        print(compare(out, Path(args.compare)))
     return 0
 
 
@@ -258,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs_dir", help="a results directory, e.g. runs/gap")
     p.add_argument("--out", default=None, help="output directory (default: leaderboard/<suite name>)")
     p.add_argument("--format", default="md,html,csv", help="comma list of md, html, csv (default: all)")
+    p.add_argument("--compare", default=None, metavar="DIR",
+                   help="then say whether the results reproduce those of a committed page, e.g. leaderboard/gap")
     p.set_defaults(func=cmd_leaderboard)
     return parser
 
@@ -271,13 +288,46 @@ def _write_crash_log(command: str) -> Path:
     return Path(name)
 
 
+def os_error_line(exc: OSError) -> str:
+    """``error: <path>: <what the system said>`` for an operating-system error."""
+    what = exc.strerror or errno.errorcode.get(exc.errno or -1) or str(exc)
+    where = f"{exc.filename}: " if exc.filename else ""
+    return printable(f"error: {where}{what} (an operating-system error, not a bug in the harness)")
+
+
+def _exit_quietly_on_interrupt() -> None:
+    """From now on a Ctrl-C ends the process with 130 and no traceback: the command's work is done
+    (or reported), and a library's shutdown (joining threads, Ray's atexit) must not print one."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def leave(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, leave)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script; ``argv=None`` (the real command line) also makes a late Ctrl-C quiet."""
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            _exit_quietly_on_interrupt()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except HarnessError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(printable(f"error: {' '.join(str(exc).split())}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -286,16 +336,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        from harness.store import MACHINE_ERRNOS
+
+        if exc.errno not in MACHINE_ERRNOS or os.environ.get("HARNESS_DEBUG"):
+            return _internal_error(args, exc)
+        print(os_error_line(exc), file=sys.stderr)
+        return 2
     except Exception as exc:
-        if os.environ.get("HARNESS_DEBUG"):
-            raise
-        log = _write_crash_log(args.command)
-        print(
-            f"error: internal error in `harness {args.command}` ({one_line(exc)}); this is a bug in the harness "
-            f"or a plugin, not in your input; traceback: {log} (HARNESS_DEBUG=1 shows it here)",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(args, exc)
+
+
+def _internal_error(args: argparse.Namespace, exc: Exception) -> int:
+    """One line naming the error and the log file with its traceback (``HARNESS_DEBUG=1`` re-raises)."""
+    if os.environ.get("HARNESS_DEBUG"):
+        raise exc
+    log = _write_crash_log(args.command)
+    print(
+        printable(f"error: internal error in `harness {args.command}` ({one_line(exc)}); this is a bug in the harness "
+                  f"or a plugin, not in your input; traceback: {log} (HARNESS_DEBUG=1 shows it here)"),
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

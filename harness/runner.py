@@ -28,8 +28,9 @@ from harness.embed import embed_sets, embed_texts, save_embeddings
 from harness.env import env_info
 from harness.errors import one_line
 from harness.job import Job, PluginSpec
+from harness.jsonsafe import reference_rows, safe_result, to_json
 from harness.precision import resolve_precision
-from harness.store import write_json_atomic
+from harness.store import MAX_RESULT_BYTES, write_json_atomic
 from harness.threads import job_threads, pinned
 from harness.training import TrainState, train
 from harness.types import EvalContext, MetricInfo, Skip
@@ -138,6 +139,7 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
             result["traceback"] = traceback.format_exc()
     _log_warnings(caught, out_dir / "log.jsonl")
     result["env"]["wall_time_s"] = time.perf_counter() - t0
+    result = safe_result(result, MAX_RESULT_BYTES)  # what JSON cannot hold fails this job, never the suite
     write_json_atomic(out_dir / "result.json", result)
     return result
 
@@ -153,7 +155,7 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torc
     loss = create_plugin("loss", job.objective)
     evaluations = {spec.display: create_plugin("evaluation", spec) for spec in job.evaluations}
     if hasattr(dataset, "info"):
-        result["dataset_info"] = dataset.info()
+        result["dataset_info"] = to_json(dataset.info(), f"dataset {job.dataset.display!r} info()")
 
     stats = train(encoder, loss, dataset.train_pairs() if cfg.steps != 0 else [], cfg, job.seed, device,
                   out_dir / "log.jsonl", progress, loss_name=job.objective.name)
@@ -200,15 +202,16 @@ def run_evaluations(evaluations: dict[str, Any], ctx: EvalContext, result: dict[
         except Skip as why:
             result["skipped"][name] = str(why)
             continue
-        result["metrics"][name] = metrics
-        result["metric_info"][name] = {k: dataclasses.asdict(v) for k, v in getattr(evaluation, "metric_info", {}).items()}
+        result["metrics"][name] = to_json(metrics, f"evaluation {name!r} returned metrics")
+        result["metric_info"][name] = to_json({k: dataclasses.asdict(v) for k, v in getattr(evaluation, "metric_info", {}).items()},
+                                              f"evaluation {name!r} metric_info")
         declared = getattr(evaluation, "main_score", None)
         if declared is not None:
             result.setdefault("main_scores", {})[name] = dataclasses.asdict(declared)
         if callable(getattr(evaluation, "reference_rows", None)):
             rows = result.setdefault("reference_rows", {})
-            for row, values in evaluation.reference_rows(ctx).items():
-                rows.setdefault(row, {}).update({f"{name}.{key}": float(v) for key, v in values.items()})
+            for row, values in reference_rows(evaluation.reference_rows(ctx), name).items():
+                rows.setdefault(row, {}).update({f"{name}.{key}": v for key, v in values.items()})
 
 
 def _log_warnings(caught: list[warnings.WarningMessage], log_path: Path) -> None:

@@ -7,11 +7,19 @@ job directory as it ends. ``local`` runs jobs in this process; ``ray`` runs them
 
 A job's failure, whatever it raises, is recorded and the suite goes on. Only the user's Ctrl-C or
 a SIGTERM stops it (``harness.interrupts``): the summary of what finished is printed, then the
-interrupt propagates (exit 130 or 143 at the CLI).
+interrupt propagates (exit 130 or 143 at the CLI). So does an operating-system error of the store
+itself (a full disk): the summary, then the ``OSError`` naming the path.
+
+Each run records the ids of the suite's jobs, as this version of the suite defines them, in
+``<out>/<suite>/.suite.json`` (``Store.record_current``): the leaderboard shows those jobs only, so
+an edited suite run into the same ``--out`` never pools its old configuration's jobs with the new.
+A job whose ``result.json`` is damaged (not JSON, the wrong shape, not a regular file) is not
+finished: a warning names the file and the job runs again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,8 +42,11 @@ def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: s
 
     suite = grid.suite
     if not grid.trials:
+        open_store(out, suite.name).record_current(suite.name, [job.id for job in grid.jobs],
+                                                   {job.id: job.display for job in grid.jobs})
         return run_suite(suite, grid.jobs, out, executor, address, retry_failed, force, jobs)
     stage1 = grid.tuning_jobs()
+    open_store(out, suite.name).record_current(suite.name, [job.id for job in stage1])
     n_trials = len(next(iter(grid.trials.values())))
     print(f"tuning {len(grid.trials)} objective(s), {n_trials} trial(s) each, on the validation split "
           f"(seeds {', '.join(map(str, suite.tune.seeds))})", file=sys.stderr)
@@ -48,6 +59,8 @@ def run_grid(grid, out: str | Path = "runs", executor: str = "local", address: s
         print(f"chosen for {printable(objective)} | {printable(encoder)} | {printable(dataset)}: {values} "
               f"(validation {pick['score']:.4f})", file=sys.stderr)
     finals, missing = final_jobs(grid.jobs, grid.trials, grid.objectives, chosen, suite, get_registry())
+    open_store(out, suite.name).record_current(suite.name, [job.id for job in stage1 + finals],
+                                               {job.id: job.display for job in stage1 + finals})
     second = run_suite(suite, finals, out, executor, address, retry_failed, force, jobs)
     second.failed += [(job.display, f"not run: {why}") for job, why in missing]
     if missing:
@@ -80,19 +93,60 @@ def run_suite(suite, jobs: list[Job], out: str | Path = "runs", executor: str = 
     store.cleanup()
     summary = Summary()
     todo = plan(store, jobs, retry_failed, force, summary)
+    for job_id, why in store.damaged.items():
+        print(f"warning: {printable(store.job_dir(job_id) / 'result.json')}: unusable result ({printable(why)[:200]}); "
+              f"the job runs again", file=sys.stderr)
+    if executor != "ray":
+        check_local_resources(todo)
     print(f"suite {suite.name}: {len(jobs)} jobs, {len(todo)} to run, results in {store.dir}", file=sys.stderr)
     with interrupts.signals():
         try:
             if executor == "ray":
                 from harness.executors.ray_executor import run_ray
 
+                _quiet_ray_notices()
                 run_ray(store, todo, summary, address=address, resources=suite.resources.model_dump())
             else:
                 from harness.executors.local import run_local
 
                 run_local(store, todo, summary, at_once or 1)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, OSError):
             summary.print(interrupted=True)
             raise
     summary.print()
     return summary
+
+
+def check_local_resources(jobs: list[Job]) -> None:
+    """The local executor runs a job in this process: a GPU the machine lacks is refused (one line,
+    exit 2), more CPUs than it has are said on one line (the job runs on the CPUs there are)."""
+    from harness.config import workers_of
+    from harness.executors.ray_cluster import local_resources
+
+    asked = {(float(j.resources.get("gpus_per_job") or 0), int(j.resources.get("cpus_per_job") or 1))
+             for j in jobs if workers_of(j.resources) <= 1}  # a job of several workers is checked by ray_train
+    if not asked:
+        return
+    have = local_resources()
+    gpus, cpus = max(g for g, _ in asked), max(c for _, c in asked)
+    if gpus > have["GPU"]:
+        raise HarnessError(
+            f"resources.gpus_per_job: the suite asks for {gpus:g} GPU(s) per job but this machine has "
+            f"{have['GPU']:g} GPU(s) that torch can use; set resources.gpus_per_job: 0 to train on CPU"
+        )
+    if cpus > have["CPU"]:
+        print(f"warning: resources.cpus_per_job: the suite asks for {cpus} CPU(s) per job but this machine has "
+              f"{have['CPU']:g}: each job runs on {have['CPU']:g} thread(s)", file=sys.stderr)
+
+
+class _DropNotice(logging.Filter):
+    """Drops Ray's notice that token authentication is on by default (it is, and stays, on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_ray_notices() -> None:
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropNotice) for f in logger.filters):
+        logger.addFilter(_DropNotice())

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -79,7 +80,7 @@ def failed_task_result(job: Job, exc: BaseException) -> dict[str, Any]:
     """The result of a job whose Ray task failed (worker died after its retry, OOM kill, ...)."""
     from harness.runner import failed_result
 
-    detail = one_line(exc).partition(": ")[2]
+    detail = printable(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", one_line(exc).partition(": ")[2]))  # Ray colours its text
     error = f"{type(exc).__name__}: the Ray task of this job failed (retried once): {detail}".rstrip(": ")
     tb = "".join(traceback.format_exception(exc)).rstrip() + "\n"
     return failed_result(job, error, tb, env={"executor": "ray"})

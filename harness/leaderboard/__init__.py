@@ -2,11 +2,9 @@
 
 ``build_leaderboard(runs_dir, out)`` writes into ``out`` (default ``leaderboard/<suite>``):
 
-- ``results.csv``: one row per final job: ``objective, encoder, dataset, seed, status, train.lr,
-  main_score, replicate, dataset_seed``, then a column per metric named ``<evaluation>.<key>[.<key>...]``;
-  failed jobs included with their status (main_score NaN). ``main_score`` is the job's value of its
-  table's main score: the exact numbers the tests use. ``replicate`` is the job's world draw (its seed
-  in runs without replicates). Tuning jobs are never rows here.
+- ``results.csv``: one row per final job: ``objective, encoder, dataset, seed, replicate, dataset_seed,
+  status, train.lr, main_score``, then ``<evaluation>.<key>[.<key>...]`` per metric; failed jobs with
+  their status (main_score NaN). ``replicate``: the job's world draw (its seed in runs of seeds).
 - ``summary.csv``: per (dataset, encoder, objective): ``rank`` (order of the means; empty without a main
   score), ``trained, n_ok, n_failed, replicates, main_score.mean|std|n, ci_low, ci_high, rank_low,
   rank_high, tier, vs_reference, diff_vs_reference, p_vs_reference, p_holm_vs_reference, mean_rank``,
@@ -22,14 +20,16 @@
 - ``across.csv``: Friedman's test across tables and Kendall's tau for every pair of encoders of a dataset.
 - ``references.csv``: ``dataset, encoder, reference, metric, mean, std, n``, one row per reference
   row and metric (plus ``metric = main_score`` when the reference has every main-score column).
-- ``tuning.csv`` (only when the runs hold tuning jobs): ``objective, encoder, dataset, seed, status,
-  train.lr, trial.<name>..., metric, score``, then the tuning jobs' metric columns; ``metric`` is the
-  validation column the suite selects by and ``score`` its value.
+- ``tuning.csv`` (tuned suites): the results columns, ``trial.<name>..., metric, score`` (the
+  validation column selected by and its value), then the tuning jobs' metric columns.
 - ``board.json``: the facts ``build_index`` shows for this suite.
 - ``README.md`` (tabulate) and ``index.html`` (standalone, sortable): the answer first (main-score
   table with CI, rank interval and tier, critical-difference diagram, gap-vs-score plot), then how to
   read it, provenance, the details per (dataset, encoder), tuning, the other plots, failed jobs and
   skipped evaluations.
+
+CSV cells that a spreadsheet would run are neutralised (``write_csv``); library warnings stay off
+the terminal (``_quiet``); jobs of an earlier configuration of the suite are left out (one line).
 
 ``build_index(root)`` writes ``root/index.html`` linking every suite page under ``root``;
 ``build_leaderboard`` refreshes it (in ``out``'s parent) by itself when that parent is named
@@ -41,13 +41,18 @@ The main score and the statistics are documented in ``harness.leaderboard.aggreg
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import re
 import shlex
+import sys
+import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, printable
 
 FORMATS = ("md", "html", "csv")
 __all__ = ["build_leaderboard", "build_index", "FORMATS"]
@@ -79,10 +84,39 @@ def build_leaderboard(
     if unknown:
         raise HarnessError(f"formats: unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
 
+    with _quiet():
+        return _build(runs_dir, out, formats, command, index)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """numpy's, pandas', scipy's and matplotlib's warnings (and matplotlib's log records) go nowhere
+    while the leaderboard builds, not to the terminal; ``HARNESS_DEBUG=1`` lets them through."""
+    if os.environ.get("HARNESS_DEBUG"):
+        yield
+        return
+    logger = logging.getLogger("matplotlib")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    logger.handlers, logger.propagate = [logging.NullHandler()], False
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers = saved[2]
+
+
+def _build(runs_dir, out, formats: list[str], command: str | None, index: bool | None) -> Path:
     from harness.leaderboard.aggregate import aggregate
     from harness.leaderboard.load import load_runs
 
     store = load_runs(runs_dir)
+    if store.left_out:
+        print(f"note: left out {store.left_out} job(s) of an earlier configuration of suite "
+              f"{printable(store.suite)!r} (not among the jobs of its last `harness run`, in .suite.json)", file=sys.stderr)
     out_dir = Path(out) if out is not None else _default_out(store.suite)
     if command is None:
         args = ["harness", "leaderboard", str(runs_dir), "--out", str(out_dir)]
@@ -98,6 +132,8 @@ def build_leaderboard(
 
     agg = aggregate(store)
     prov = provenance(store, command)
+    if store.left_out:
+        prov.append(("left out", f"{store.left_out} job(s) of an earlier configuration of the suite (not in .suite.json)"))
     try:
         _write(store, agg, prov, out_dir, formats)
     except OSError as exc:
@@ -112,16 +148,16 @@ def _write(store, agg, prov, out_dir: Path, formats: list[str]) -> None:
 
     (out_dir / "board.json").write_text(json.dumps(board_facts(store, agg, prov, formats), indent=2) + "\n", encoding="utf-8")
     if "csv" in formats:
-        agg.results.to_csv(out_dir / "results.csv", index=False)
-        agg.summary.to_csv(out_dir / "summary.csv", index=False)
-        agg.pairwise.to_csv(out_dir / "pairwise.csv", index=False)
-        agg.contrasts.to_csv(out_dir / "contrasts.csv", index=False)
-        agg.across_frame().to_csv(out_dir / "across.csv", index=False)
-        agg.table_frame.to_csv(out_dir / "tables.csv", index=False)
-        agg.references.to_csv(out_dir / "references.csv", index=False)
+        write_csv(agg.results, out_dir / "results.csv")
+        write_csv(agg.summary, out_dir / "summary.csv")
+        write_csv(agg.pairwise, out_dir / "pairwise.csv")
+        write_csv(agg.contrasts, out_dir / "contrasts.csv")
+        write_csv(agg.across_frame(), out_dir / "across.csv")
+        write_csv(agg.table_frame, out_dir / "tables.csv")
+        write_csv(agg.references, out_dir / "references.csv")
         tuning = tuning_frame(store)
         if tuning is not None:
-            tuning.to_csv(out_dir / "tuning.csv", index=False)
+            write_csv(tuning, out_dir / "tuning.csv")
         else:
             (out_dir / "tuning.csv").unlink(missing_ok=True)  # stale from an earlier, tuned build
     if "md" in formats or "html" in formats:
@@ -140,6 +176,36 @@ def _write(store, agg, prov, out_dir: Path, formats: list[str]) -> None:
             from harness.leaderboard.html import render_page
 
             (out_dir / "index.html").write_text(render_page(store, prov, secs, plots, out_dir), encoding="utf-8")
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
+
+
+def safe_cell(value):
+    """A CSV cell a spreadsheet will not run: text starting like a formula gets a leading ``'``
+    (unless it is a plain number such as ``-0.5``), control characters are shown escaped; anything
+    that is not text (numbers, booleans, NaN) is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_START) and not _NUMBER.fullmatch(value):
+        value = "'" + value
+    return printable(value)
+
+
+def write_csv(frame, path: Path) -> None:
+    """``frame.to_csv(path)`` with every text cell and header made safe (``safe_cell``): OWASP's rule
+    against spreadsheet formula injection (a leading ``'`` before ``=``, ``+``, ``-``, ``@``, tab, CR),
+    numbers untouched, control characters (terminal escapes) shown escaped."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    frame = frame.copy()
+    frame.columns = [safe_cell(str(c)) for c in frame.columns]
+    for column in range(frame.shape[1]):
+        series = frame.iloc[:, column]
+        if not (is_numeric_dtype(series.dtype) or is_bool_dtype(series.dtype)):  # object, str, category
+            frame.isetitem(column, series.astype(object).map(safe_cell))
+    frame.to_csv(path, index=False)
 
 
 def tuning_frame(store):

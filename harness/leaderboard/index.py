@@ -69,6 +69,7 @@ def board_facts(store, agg, prov: list[tuple[str, str]], formats: list[str]) -> 
         "provenance": dict(prov),
         "jobs": len(store.runs),
         "tuning_jobs": len(store.tuning),
+        "incomplete": (f"{store.expected - len(store.missing)} of {store.expected} jobs" if store.missing else None),
         "pages": [f for f, fmt in (("index.html", "html"), ("README.md", "md")) if fmt in formats],
         "tables": tables,
     }
@@ -144,8 +145,10 @@ def write_index(root: Path) -> Path:
             tier1, means = _strings(t.get("tier1")), t.get("tier1_means")
             means = means if isinstance(means, list) and len(means) == 2 else None
             cells = [
-                (f'<a href="{e(sub.name)}/{pages[0]}">{e(str(board.get("suite", sub.name)))}</a>' if pages
-                 else e(str(board.get("suite", sub.name))), None, True),
+                ((f'<a href="{e(sub.name)}/{pages[0]}">{e(str(board.get("suite", sub.name)))}</a>' if pages
+                  else e(str(board.get("suite", sub.name))))
+                 + (f' <strong>(incomplete: {e(str(board["incomplete"]))})</strong>' if board.get("incomplete") else ""),
+                 None, True),
                 (_table_link(sub.name, pages, t), None, True),
                 (e(str(t.get("description") or "—")) + e(arrow), None, True),
                 (e(str(t.get("replicates", "—"))), _num(t.get("replicates")), False),

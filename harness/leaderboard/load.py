@@ -18,13 +18,22 @@ Fields read besides ``status``, ``job``, ``metrics``, ``metric_info``, ``skipped
 - ``job.tuning`` (final jobs of a tuned suite, optionally tuning jobs): {"trials": n, "seeds": [...], "metric": column};
 - ``job.train.lr``: the learning rate, shown as the ``train.lr`` column.
 
-Hostile input stays bad input: a document nested deeper than ``MAX_DEPTH``, an integer literal of more
-than ``MAX_INT_DIGITS`` digits, or a number literal that overflows a float (``1e400``) is refused with
-one line. ``NaN``/``Infinity`` (what ``json.dumps`` writes for them) are accepted as values.
+Hostile input stays bad input: a result.json that is a symbolic link, a FIFO or a device, larger
+than ``MAX_BYTES``, nested deeper than ``MAX_DEPTH``, holding an integer literal of more than
+``MAX_INT_DIGITS`` digits, a number literal that overflows a float (``1e400``) or more than
+``MAX_METRICS`` metric values is refused with one line naming it (``harness.safefiles`` reads it);
+so is a store whose results hold more than ``MAX_METRICS`` metric columns in all. ``NaN``/``Infinity``
+(what ``json.dumps`` writes for them) are accepted as values. Labels, metric keys, errors and
+environment strings are made printable (terminal escapes shown escaped); an environment number that
+is not finite or beyond ``MAX_ENV_NUMBER`` is dropped (it only feeds the provenance lines).
+
+Only the jobs of the suite's current configuration are read: those ``.suite.json`` lists
+(``harness.leaderboard.current``); ``RunStore.left_out`` counts the others.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -35,15 +44,18 @@ from typing import Any, Iterator
 import pandas as pd
 
 from harness.columns import flatten
-from harness.errors import HarnessError
+from harness.errors import HarnessError, printable
+from harness.safefiles import MAX_DEPTH, MAX_INT_DIGITS, Refused, parse_json, read_bytes  # noqa: F401 (documented limits)
+from harness.store import MAX_RESULT_BYTES
 
 RESULT = "result.json"
 ID_COLUMNS = ["objective", "encoder", "dataset", "seed", "replicate", "dataset_seed", "status"]
 LR_COLUMN = "train.lr"  # each job's job.train.lr
 RESERVED = frozenset(ID_COLUMNS) | {LR_COLUMN, "main_score"}  # metric columns never take these names
-MAX_DEPTH = 64  # nesting of a result.json (a real one is under 10 deep)
-MAX_INT_DIGITS = 30  # an integer literal (seeds, steps, counts) with more digits is refused
-MAX_BYTES = 256 * 2**20  # a result.json is a few KiB; one larger than this is not one
+MAX_BYTES = MAX_RESULT_BYTES  # a result.json is a few KiB; one larger than this is not one
+MAX_METRICS = 20_000  # metric values in one result, and metric columns in all (harness.jsonsafe stores fewer)
+MAX_ENV_NUMBER = 1e15
+MAX_WALK_DEPTH = 4  # OUT/<suite>/<job>/result.json, pointed at OUT: results are at most this deep
 MAX_SEED = 2**63 - 1
 GROUPS = ("gap", "downstream", "train")
 TRAIN_DISPLAY = {"final_loss": "final loss", "samples_per_s": "samples/s"}
@@ -106,7 +118,7 @@ class Run:
     @property
     def error_line(self) -> str:
         lines = [line.strip() for line in (self.error or "").splitlines() if line.strip()]
-        line = lines[0] if lines else "(no error message recorded)"
+        line = printable(lines[0]) if lines else "(no error message recorded)"
         return line if len(line) <= 200 else line[:199] + "…"
 
 
@@ -124,6 +136,9 @@ class RunStore:
     metrics: dict[str, Metric] = field(default_factory=dict)
     tuning: list[Run] = field(default_factory=list)
     tuning_metrics: dict[str, Metric] = field(default_factory=dict)
+    left_out: int = 0  # jobs of an earlier configuration of the suite (not in its .suite.json)
+    expected: int | None = None  # jobs of the suite's last `harness run` (.suite.json), when recorded
+    missing: list[str] = field(default_factory=list)  # those without a result yet (their descriptions)
 
     def frame(self) -> pd.DataFrame:
         """results.csv without main_score: objective, encoder, dataset, seed, status, train.lr, then one column per metric."""
@@ -149,22 +164,27 @@ def _frame(runs: list[Run], metrics: dict[str, Metric]) -> pd.DataFrame:
 
 
 def _result_files(root: Path) -> Iterator[Path]:
+    """Each result.json under ``root``, at most ``MAX_WALK_DEPTH`` deep; never below a job's own
+    directory (its embeddings/), never into ``.``-directories or through a link to a directory."""
     for here, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        depth = len(Path(here).relative_to(root).parts)
         if RESULT in files:
+            dirs[:] = []
             yield Path(here) / RESULT
+        else:
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_WALK_DEPTH else []
 
 
 def _label(spec: Any, where: str, path: Path) -> str:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise HarnessError(f"{path}: job.{where} must be a mapping with a name")
     if spec.get("label"):
-        return str(spec["label"])
+        return printable(spec["label"])
     params = spec.get("params") or {}
     if not isinstance(params, dict):
         raise HarnessError(f"{path}: job.{where}.params must be a mapping")
     inner = ",".join(f"{k}={v!r}" for k, v in sorted(params.items()))
-    return f"{spec['name']}({inner})" if inner else spec["name"]
+    return printable(f"{spec['name']}({inner})" if inner else spec["name"])
 
 
 def _plugin_names(job: dict[str, Any]) -> dict[str, str]:
@@ -191,68 +211,23 @@ def _metric(column: str, keys: tuple[str, ...], plugin: str, info: Any) -> Metri
         plugin=plugin,
         middle=tuple(keys[1:-1]),
         leaf=leaf,
-        display=str(display),
+        display=printable(str(display)),
         group=group,
         higher_is_better=hib if isinstance(hib, bool) else None,
     )
 
 
-class _Refused(ValueError):
-    """A number literal the loader will not take (raised from inside the JSON parser's hooks)."""
-
-
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise _Refused(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise _Refused(f"a number out of range ({text[:20]}{'…' if len(text) > 20 else ''})")
-    return value
-
-
-def _depth_ok(data: Any) -> bool:
-    """True when no container is nested deeper than MAX_DEPTH (iterative: no recursion on hostile input)."""
-    stack = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth > MAX_DEPTH:
-            return False
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return True
-
-
 def _read(path: Path) -> dict[str, Any]:
+    """A result.json read as hostile data (``harness.safefiles``): never a link, FIFO or device,
+    at most ``MAX_BYTES``, refused with one line naming the file."""
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise HarnessError(f"{path}: corrupt result (larger than {MAX_BYTES // 2**20} MiB)")
-        data = json.loads(path.read_bytes().decode("utf-8"), parse_int=_parse_int, parse_float=_parse_float)
+        data = parse_json(read_bytes(path, MAX_BYTES))
     except OSError as exc:
-        raise HarnessError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise HarnessError(f"{path}: corrupt result (not UTF-8 text at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{path}: corrupt result (invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except _Refused as exc:
-        raise HarnessError(f"{path}: corrupt result (holds {exc})") from None
-    except RecursionError:
-        raise HarnessError(f"{path}: corrupt result (nested too deep; at most {MAX_DEPTH} levels)") from None
-    except ValueError as exc:  # e.g. Python's limit on integer string conversion, whatever the hooks missed
-        raise HarnessError(f"{path}: corrupt result ({' '.join(str(exc).split())[:200]})") from None
+        raise HarnessError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except Refused as exc:
+        raise HarnessError(f"{path}: corrupt result ({exc})") from None
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: corrupt result (expected a JSON object, got {type(data).__name__})")
-    if not _depth_ok(data):
-        raise HarnessError(f"{path}: corrupt result (nested too deep; at most {MAX_DEPTH} levels)")
     return data
 
 
@@ -281,7 +256,8 @@ def _declarations(raw: Any, path: Path) -> tuple[Declaration, ...]:
             raise HarnessError(f"{path}: corrupt result ({where}.higher_is_better must be true or false)")
         if not isinstance(desc, str):
             raise HarnessError(f"{path}: corrupt result ({where}.description must be a string)")
-        out.append(Declaration(str(evaluation), key, hib, desc or f"{evaluation}.{key}"))
+        evaluation, key, desc = printable(str(evaluation)), printable(key), printable(desc)
+        out.append(Declaration(evaluation, key, hib, desc or f"{evaluation}.{key}"))
     return tuple(out)
 
 
@@ -293,9 +269,29 @@ def _reference_rows(raw: Any, path: Path) -> dict[str, dict[str, float]]:
         for column, value in values.items():
             if value is not None and not _is_number(value):
                 raise HarnessError(f"{path}: corrupt result (reference_rows.{label}.{column} must be a number)")
-            row[str(column)] = math.nan if value is None else float(value)
-        rows[str(label)] = row
+            row[printable(str(column))] = math.nan if value is None else float(value)
+        rows[printable(str(label))] = row
     return rows
+
+
+def _env(raw: Any) -> dict[str, Any]:
+    """A job's environment record for the provenance lines: strings printable, numbers finite and
+    below ``MAX_ENV_NUMBER`` (others dropped), one level of mappings (``packages``)."""
+    def clean(value: Any, nested: bool) -> Any:
+        if isinstance(value, str):
+            return printable(value[:500])
+        if _is_number(value):
+            return value if math.isfinite(value) and abs(value) < MAX_ENV_NUMBER else None
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, dict) and not nested:
+            return {printable(str(k)[:100]): clean(v, True) for k, v in list(value.items())[:200]}
+        return None
+
+    if not isinstance(raw, dict):
+        return {}
+    cleaned = {printable(str(k)[:100]): clean(v, False) for k, v in list(raw.items())[:200]}
+    return {k: v for k, v in cleaned.items() if v is not None}
 
 
 def _scalars(raw: Any, path: Path, field_name: str) -> dict[str, Any]:
@@ -304,7 +300,7 @@ def _scalars(raw: Any, path: Path, field_name: str) -> dict[str, Any]:
     for key, value in _mapping(raw, path, field_name).items():
         if not (_is_number(value) or isinstance(value, (str, bool)) or value is None):
             raise HarnessError(f"{path}: corrupt result ({field_name}.{key} must be a number or a string)")
-        out[str(key)] = value
+        out[printable(str(key))] = printable(value) if isinstance(value, str) else value
     return out
 
 
@@ -317,7 +313,7 @@ def _tuning(raw: Any, path: Path) -> dict[str, Any]:
         raise HarnessError(f"{path}: corrupt result (job.tuning.seeds must be a list of integers)")
     if metric is not None and not isinstance(metric, str):
         raise HarnessError(f"{path}: corrupt result (job.tuning.metric must be a string)")
-    return {"trials": trials, "seeds": seeds, "metric": metric}
+    return {"trials": trials, "seeds": seeds, "metric": None if metric is None else printable(metric)}
 
 
 def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tuning_metrics: dict[str, Metric]) -> Run:
@@ -344,6 +340,7 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
     if stage == "tune" and isinstance(job.get("objective_label"), str) and job["objective_label"]:
         labels["objective"] = job["objective_label"]  # the label of the objective being tuned, when given apart
     explicit = job.get("main_score")
+    explicit = printable(explicit) if isinstance(explicit, str) else explicit
     if explicit is not None and (not isinstance(explicit, str) or "." not in explicit):
         raise HarnessError(f"{path}: corrupt result (job.main_score must be a string '<evaluation>.<key>')")
     train = job.get("train") if isinstance(job.get("train"), dict) else {}
@@ -357,9 +354,12 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
     metrics = tuning_metrics if stage == "tune" else final_metrics
     plugins = _plugin_names(job)
     values: dict[str, float] = {}
+    if sum(1 for _ in itertools.islice(flatten(raw), MAX_METRICS + 1)) > MAX_METRICS:
+        raise HarnessError(f"{path}: corrupt result (more than {MAX_METRICS} metric values)")
     for keys, value in flatten(raw):
         if len(keys) < 2:
             continue  # a bare number directly under "metrics" has no evaluation
+        keys = tuple(printable(k) for k in keys)
         column = ".".join(keys)
         if column in RESERVED:
             continue  # would shadow an identity column (e.g. a metric "train.lr"): the job's own value wins
@@ -367,6 +367,9 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
         if column not in metrics:
             leaf_info = (info.get(keys[0]) or {}).get(keys[-1]) if isinstance(info.get(keys[0]), dict) else None
             metrics[column] = _metric(column, keys, plugins.get(keys[0], keys[0]), leaf_info)
+            if len(metrics) > MAX_METRICS:
+                raise HarnessError(f"{path}: the results hold more than {MAX_METRICS} metric columns in all; "
+                                   f"this one adds new columns past that (a corrupt or foreign result?)")
     skipped = data.get("skipped") or {}
     return Run(
         dir=path.parent,
@@ -374,9 +377,9 @@ def _run(path: Path, data: dict[str, Any], final_metrics: dict[str, Metric], tun
         status=status,
         seed=seed,
         values=values,
-        env=data.get("env") if isinstance(data.get("env"), dict) else {},
-        error=str(data["error"]) if data.get("error") is not None else None,
-        skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
+        env=_env(data.get("env")),
+        error=str(data["error"])[:20000] if data.get("error") is not None else None,
+        skipped={printable(str(k)): printable(str(v)[:2000]) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
         stage=stage,
         lr=lr,
         declarations=_declarations(data.get("main_scores"), path),
@@ -398,16 +401,24 @@ def load_runs(runs_dir: str | Path) -> RunStore:
         raise HarnessError(f"{root}: no such directory (expected a results directory such as runs/<suite>)")
     if not root.is_dir():
         raise HarnessError(f"{root}: not a directory (expected a results directory such as runs/<suite>)")
+    from harness.leaderboard.current import Current, check_not_pooled
+
     metrics: dict[str, Metric] = {}
     tuning_metrics: dict[str, Metric] = {}
-    everything = [_run(path, _read(path), metrics, tuning_metrics) for path in _result_files(root)]
+    current = Current(root)
+    everything = [_run(path, _read(path), metrics, tuning_metrics) for path in _result_files(root) if current.keep(path)]
+    if not everything and current.left_out:
+        raise HarnessError(f"{root}: none of its {current.left_out} result(s) is a job of the suite's current "
+                           f"configuration (.suite.json); run the suite (harness run SUITE)")
     if not everything:
         raise HarnessError(f"{root}: no result.json under it; run a suite first (harness run SUITE)")
+    check_not_pooled(everything, current.unrecorded)
     suites = sorted({str(r.job.get("suite") or "") for r in everything})
     if len(suites) > 1:
         raise HarnessError(f"{root}: holds results of several suites ({', '.join(suites)}); point it at one suite's directory")
     everything.sort(key=lambda r: (r.dataset, r.encoder, r.objective, r.seed, json.dumps(r.trial, sort_keys=True, default=str), str(r.dir)))
     runs = [r for r in everything if r.stage != "tune"]
     tuning = [r for r in everything if r.stage == "tune"]
+    expected, missing = current.completeness(root, {r.dir.name for r in everything})
     return RunStore(runs_dir=root, suite=suites[0] or root.name, runs=runs, metrics=metrics, tuning=tuning,
-                    tuning_metrics=tuning_metrics)
+                    tuning_metrics=tuning_metrics, left_out=current.left_out, expected=expected, missing=missing)

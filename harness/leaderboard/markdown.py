@@ -94,7 +94,18 @@ def skipped(store: RunStore) -> list[tuple[str, str, int]]:
 
 def headline(store: RunStore, prov: list[tuple[str, str]]) -> str:
     facts = dict(prov)
-    return f"Jobs: {facts.get('jobs', '?')}; runs dated {facts.get('runs dated', 'unknown')}; provenance below."
+    line = f"Jobs: {facts.get('jobs', '?')}; runs dated {facts.get('runs dated', 'unknown')}; provenance below."
+    return f"{incomplete(store)} {line}" if store.missing else line
+
+
+def incomplete(store: RunStore, shown: int = 5) -> str:
+    """"Incomplete: 4 of 27 jobs ...; missing: ..." for a page built before its suite finished ("" when complete)."""
+    if not store.missing:
+        return ""
+    have = store.expected - len(store.missing)
+    more = f" and {len(store.missing) - shown} more" if len(store.missing) > shown else ""
+    return (f"INCOMPLETE: {have} of {store.expected} jobs of the suite's last run have results, so every "
+            f"number below is provisional; missing: {'; '.join(store.missing[:shown])}{more}.")
 
 
 def _figure(p: Plot) -> list[str]:

@@ -15,13 +15,18 @@
 - ``probes_<dataset>_<encoder>.png``: when each attribute is learned: the attribute probes over
   training (``harness.diagnostics``, the ``probe`` records of ``log.jsonl``), mean over seeds per
   objective, a panel per attribute.
+
+What a figure reads from a job's directory (logs, embeddings) is read as hostile data, bounded,
+damaged files skipped (``harness.leaderboard.plotdata``). Values that are not finite are left out
+of a figure, and a figure that still cannot be drawn (values beyond what matplotlib can place) is
+skipped with one line on stderr: a figure never stops the leaderboard.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +34,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.errors import one_line, printable
 from harness.leaderboard.aggregate import Aggregate, tuning_scores
 from harness.leaderboard.load import Metric, Run, RunStore
-
-MAX_POINTS = 400  # per tower in a PCA panel
+from harness.leaderboard.plotdata import (MAX_POINTS, MAX_TRIES, drawable, drawable_mask, embeddings, pca2, read_log,
+                                         read_probes)
 LABEL_SIZE = 11  # axis labels
 TITLE_SIZE = 12
 LEGEND_SIZE = 9
+_pca2 = pca2  # its name before it moved to plotdata
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -85,8 +92,23 @@ def _save_unique(fig, out: Path, base: str, used: set[str]) -> str:
     return f"{name}.png"
 
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
 def _colors(objectives: list[str]) -> dict[str, str]:
     return {o: COLORS[i % len(COLORS)] for i, o in enumerate(objectives)}
+
+
+def _markers(objectives: list[str]) -> dict[str, str]:
+    """A marker per objective that changes each time the colours run out, so no two objectives of a
+    plot with more objectives than ``COLORS`` look alike (colour, marker) for up to 80 of them."""
+    return {o: MARKERS[(i // len(COLORS)) % len(MARKERS)] for i, o in enumerate(objectives)}
+
+
+def _linestyles(objectives: list[str]) -> dict[str, str]:
+    """Likewise a line style per objective, for line plots."""
+    return {o: LINESTYLES[(i // len(COLORS)) % len(LINESTYLES)] for i, o in enumerate(objectives)}
 
 
 def _centroid_column(metrics: dict[str, Metric]) -> str | None:
@@ -117,11 +139,11 @@ def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metri
     if gap_col is None:
         return None
     data = results[(results["status"] == "ok") & results[gap_col].notna() & results["main_score"].notna()]
-    data = data[np.isfinite(data[gap_col].astype(float)) & np.isfinite(data["main_score"].astype(float))]
+    data = data[drawable_mask(data[gap_col]) & drawable_mask(data["main_score"])]
     groups = [(key, g) for key, g in data.groupby(["dataset", "encoder"], sort=True)]
     if not groups:
         return None
-    colors = _colors(order)
+    colors, markers = _colors(order), _markers(order)
     many = len(set(data["objective"])) > 5
     fig, axes = _figure(len(groups), 1 if many else 2, (8.5 if many else 6.5, 4.8))
     for ax, ((dataset, encoder), g) in zip(axes, groups):
@@ -130,10 +152,15 @@ def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metri
             pts = g[g["objective"] == objective]
             x, y = pts[gap_col].to_numpy(float), pts["main_score"].to_numpy(float)
             c = colors[objective]
-            ax.scatter(x, y, color=c, alpha=0.35, s=22, linewidths=0)
-            xerr = x.std(ddof=1) if len(x) > 1 else 0.0
-            yerr = y.std(ddof=1) if len(y) > 1 else 0.0
-            ax.errorbar(x.mean(), y.mean(), xerr=xerr, yerr=yerr, fmt="o", color=c, capsize=3, markersize=7,
+            ax.scatter(x, y, color=c, marker=markers[objective], alpha=0.35, s=22, linewidths=0)
+            with np.errstate(all="ignore"):  # a huge spread overflows: then no error bar
+                xerr = x.std(ddof=1) if len(x) > 1 else 0.0
+                yerr = y.std(ddof=1) if len(y) > 1 else 0.0
+                mx, my = x.mean(), y.mean()
+            if not drawable(mx, my):
+                continue
+            xerr, yerr = (e if drawable(e) else 0.0 for e in (xerr, yerr))
+            ax.errorbar(mx, my, xerr=xerr, yerr=yerr, fmt=markers[objective], color=c, capsize=3, markersize=7,
                         label=_text(f"{_short(objective, 40)} (n={len(x)})"))
         ax.set_xlabel(_text(f"gap: centroid distance ({gap_col}), lower = smaller gap"), fontsize=LABEL_SIZE)
         rule = agg.main_scores.get((dataset, encoder))
@@ -210,26 +237,28 @@ def tuning_plot(store: RunStore, order: list[str], out: Path) -> Plot | None:
     chosen: dict[tuple[str, str, str], float] = {}
     for r in store.runs:
         lr = r.tuned.get("train.lr")
-        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and drawable(1 / lr, lr):
             chosen.setdefault((r.dataset, r.encoder, r.objective), float(lr))
     points: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
     metric_names: dict[tuple[str, str], set[str]] = {}
     for r, (metric, v) in zip(store.tuning, tuning_scores(store)):
         lr = r.trial.get("train.lr")
-        if r.status != "ok" or not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 or not math.isfinite(v):
+        if r.status != "ok" or not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 or not drawable(v, lr, 1 / lr):
             continue
         points.setdefault((r.dataset, r.encoder), {}).setdefault(r.objective, []).append((float(lr), v))
         metric_names.setdefault((r.dataset, r.encoder), set()).add(metric)
     if not points:
         return None
     names = sorted({o for per in points.values() for o in per})
-    colors = _colors([o for o in order if o in names] + [o for o in names if o not in order])
+    ranked = [o for o in order if o in names] + [o for o in names if o not in order]
+    colors, markers, styles = _colors(ranked), _markers(ranked), _linestyles(ranked)
     fig, axes = _figure(len(points), 2, (6.5, 4.4))
     for ax, ((dataset, encoder), per) in zip(axes, sorted(points.items())):
         for objective in sorted(per, key=lambda o: (order.index(o) if o in order else len(order), o)):
             pts = pd.DataFrame(per[objective], columns=["lr", "v"]).groupby("lr")["v"].mean()
             c = colors[objective]
-            ax.plot(pts.index, pts.values, "o-", color=c, label=_text(objective, 40), linewidth=1.5, markersize=5)
+            ax.plot(pts.index, pts.values, marker=markers[objective], linestyle=styles[objective], color=c,
+                    label=_text(objective, 40), linewidth=1.5, markersize=5)
             lr = chosen.get((dataset, encoder, objective))
             if lr is not None and lr in pts.index:
                 ax.plot([lr], [pts[lr]], marker="*", markersize=15, color=c, markeredgecolor="k", linestyle="none")
@@ -247,55 +276,26 @@ def tuning_plot(store: RunStore, order: list[str], out: Path) -> Plot | None:
                 "the star marks the value chosen for the final runs.")
 
 
-def _embedding_file(run: Run) -> Path | None:
-    emb_dir = run.dir / "embeddings"
-    if not emb_dir.is_dir():
-        return None
-    files = sorted(emb_dir.glob("*.npz"), key=lambda p: (p.name != "retrieval.npz", p.name))
-    for f in files:
-        try:
-            with np.load(f) as z:
-                if "pair_emb" in z.files and "image_emb" in z.files:
-                    return f
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def _pca2(image: np.ndarray, pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project both towers' embeddings on the top-2 principal components of their union.
-
-    The components are the top eigenvectors of the (d, d) scatter matrix C^T C of the centred
-    union C (cheaper than an SVD of C when there are many more points than dimensions).
-    """
-    both = np.concatenate([image, pair]).astype(np.float64)
-    centred = both - both.mean(axis=0)
-    _, vecs = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
-    top = vecs[:, ::-1][:, :2]
-    proj = centred @ top
-    if proj.shape[1] < 2:
-        proj = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
-    return proj[: len(image)], proj[len(image):]
-
-
 def pca_plots(store: RunStore, order: list[str], out: Path) -> list[Plot]:
     plots, used = [], set()
     groups: dict[tuple[str, str], list[tuple[str, Run, Path]]] = {}
     for objective in order:  # one seed per objective: the lowest that saved embeddings
         ok = sorted((r for r in store.runs if r.status == "ok" and r.objective == objective), key=lambda r: r.seed)
         for key in sorted({(r.dataset, r.encoder) for r in ok}):
-            for run in (r for r in ok if (r.dataset, r.encoder) == key):
-                f = _embedding_file(run)
-                if f is not None:
-                    groups.setdefault(key, []).append((objective, run, f))
-                    break
+            for run in [r for r in ok if (r.dataset, r.encoder) == key][:MAX_TRIES]:
+                found = embeddings(run)
+                if found is None:
+                    continue
+                try:
+                    projected = pca2(found[1], found[2])
+                except (ValueError, np.linalg.LinAlgError):
+                    continue
+                groups.setdefault(key, []).append((objective, run, found[0], projected))
+                break
     rng = np.random.default_rng(0)
     for (dataset, encoder), panels in sorted(groups.items()):
         fig, axes = _figure(len(panels), 4, (3.6, 3.4))
-        for ax, (objective, run, f) in zip(axes, panels):
-            with np.load(f) as z:
-                image, pair = z["image_emb"], z["pair_emb"]
-            xi, xp = _pca2(image, pair)
+        for ax, (objective, run, f, (xi, xp)) in zip(axes, panels):
             for pts, name, c in ((xi, "image tower", "#1f77b4"), (xp, "pair tower", "#d62728")):
                 if len(pts) > MAX_POINTS:
                     pts = pts[rng.choice(len(pts), MAX_POINTS, replace=False)]
@@ -313,41 +313,25 @@ def pca_plots(store: RunStore, order: list[str], out: Path) -> list[Plot]:
     return plots
 
 
-def _read_log(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    steps, losses = [], []
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return np.array([]), np.array([])
-    for line in lines:
-        try:
-            rec = json.loads(line)
-            step, loss = float(rec["step"]), float(rec["loss"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a partial or foreign line: the curve is illustrative, skip it
-        steps.append(step)
-        losses.append(loss)
-    return np.array(steps), np.array(losses)
-
-
 def loss_curves(store: RunStore, order: list[str], out: Path) -> Plot | None:
     curves: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray]]] = {}
     for run in store.runs:
         if run.status != "ok":
             continue
-        steps, losses = _read_log(run.dir / "log.jsonl")
+        steps, losses = read_log(run.dir / "log.jsonl")
         if len(steps):
             curves.setdefault((run.dataset, run.encoder), []).append((run.objective, steps, losses))
     if not curves:
         return None
-    colors = _colors(order)
+    colors, styles = _colors(order), _linestyles(order)
     fig, axes = _figure(len(curves), 2, (6.5, 4.4))
     for ax, ((dataset, encoder), lines) in zip(axes, sorted(curves.items())):
         seen = set()
         for objective, steps, losses in sorted(lines, key=lambda t: order.index(t[0])):
             label = _text(objective, 40) if objective not in seen else None
             seen.add(objective)
-            ax.plot(steps, losses, color=colors[objective], alpha=0.7, linewidth=1.2, label=label)
+            ax.plot(steps, losses, color=colors[objective], linestyle=styles[objective], alpha=0.7, linewidth=1.2,
+                    label=label)
         ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
         ax.set_ylabel("training loss (sum of the terms)", fontsize=LABEL_SIZE)
         ax.set_title(_title(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
@@ -357,35 +341,16 @@ def loss_curves(store: RunStore, order: list[str], out: Path) -> Plot | None:
     return Plot("loss_curves.png", "Training loss curves", "One line per seed, from each job's log.jsonl.")
 
 
-def _read_probes(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """attribute -> [(step, accuracy)] from a job's log (its ``probe`` records)."""
-    out: dict[str, list[tuple[float, float]]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            rec = json.loads(line)
-            step, probe = float(rec["step"]), rec["probe"]
-            for name, value in probe.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    out.setdefault(str(name), []).append((step, float(value)))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return out
-
-
 def probe_curves(store: RunStore, order: list[str], out: Path) -> list[Plot]:
     """One figure per (dataset, encoder): a panel per attribute, probe accuracy against step, a line per objective."""
     tables: dict[tuple[str, str], dict[str, dict[str, list[dict[float, float]]]]] = {}
     for run in store.runs:
         if run.status != "ok":
             continue
-        for name, points in _read_probes(run.dir / "log.jsonl").items():
+        for name, points in read_probes(run.dir / "log.jsonl").items():
             per = tables.setdefault((run.dataset, run.encoder), {}).setdefault(name, {})
             per.setdefault(run.objective, []).append(dict(points))
-    plots, colors, used = [], _colors(order), set()
+    plots, colors, markers, used = [], _colors(order), _markers(order), set()
     for (dataset, encoder), attributes in sorted(tables.items()):
         fig, axes = _figure(len(attributes), 4, (3.6, 3.0))
         for ax, (name, by_objective) in zip(axes, attributes.items()):
@@ -393,7 +358,7 @@ def probe_curves(store: RunStore, order: list[str], out: Path) -> list[Plot]:
                 runs = by_objective[objective]
                 steps = sorted(set.intersection(*(set(r) for r in runs)))
                 mean = [np.mean([r[s_] for r in runs]) for s_ in steps]
-                ax.plot(steps, mean, marker="o", markersize=3, color=colors.get(objective, "#333333"),
+                ax.plot(steps, mean, marker=markers.get(objective, "o"), markersize=3, color=colors.get(objective, "#333333"),
                         label=_text(objective, 30))
             ax.set_title(name, fontsize=TITLE_SIZE)
             ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
@@ -416,16 +381,25 @@ def plot_order(agg: Aggregate) -> list[str]:
     return order
 
 
+def _guarded(name: str, draw, *args):
+    """``draw(*args)``, or nothing (one line on stderr) when values defeat the drawing."""
+    try:
+        return draw(*args)
+    except (ValueError, OverflowError, FloatingPointError, ZeroDivisionError, np.linalg.LinAlgError, RuntimeError) as exc:
+        print(f"warning: figure {name} left out: {printable(one_line(exc, 200))}", file=sys.stderr)
+        return None
+
+
 def make_plots(store: RunStore, agg: Aggregate, out: Path) -> dict[str, Plot]:
     """Write every applicable figure into ``out``; returns {kind: Plot} for the kinds that apply:
     ``cd``, ``gap``, ``tuning``, ``pca:<file>``..., ``loss``, in page order."""
     order = plot_order(agg)
     plots: dict[str, Plot | None] = {
-        "cd": cd_diagram(agg, out),
-        "gap": gap_vs_score(agg.results, agg, store.metrics, order, out),
-        "tuning": tuning_plot(store, order, out),
+        "cd": _guarded("cd_diagram", cd_diagram, agg, out),
+        "gap": _guarded("gap_vs_score", gap_vs_score, agg.results, agg, store.metrics, order, out),
+        "tuning": _guarded("tuning", tuning_plot, store, order, out),
     }
-    plots.update({f"probes:{p.file}": p for p in probe_curves(store, order, out)})
-    plots.update({f"pca:{p.file}": p for p in pca_plots(store, order, out)})
-    plots["loss"] = loss_curves(store, order, out)
+    plots.update({f"probes:{p.file}": p for p in _guarded("probes", probe_curves, store, order, out) or []})
+    plots.update({f"pca:{p.file}": p for p in _guarded("pca", pca_plots, store, order, out) or []})
+    plots["loss"] = _guarded("loss_curves", loss_curves, store, order, out)
     return {k: p for k, p in plots.items() if p is not None}
