@@ -112,13 +112,14 @@ def text_embedder(encoder, device: torch.device, batch: int, precision: str) -> 
 
 
 def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None] | None = None,
-            device: torch.device | None = None) -> dict[str, Any]:
+            device: torch.device | None = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Run one job into ``out_dir`` and return its result (also written as ``result.json``).
 
     ``device`` overrides ``train.device`` (a Ray Train worker passes the one Ray gave it). Inside a
     ``torch.distributed`` group (a job of ``resources.workers_per_job`` workers) every worker trains
     and uses its share of ``cpus_per_job`` as threads; only rank 0 embeds and evaluates, and its
-    directory is the job's.
+    directory is the job's. ``cache_dir`` (the executors pass ``<store>/.cache``) is where the
+    evaluations keep what every job of the run shares (``EvalContext.cache_dir``); None: no disk cache.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     with pinned(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            _run(job, out_dir, progress, result, device)
+            _run(job, out_dir, progress, result, device, cache_dir)
             result["status"] = "ok"
         except BaseException as exc:  # one job's failure never takes the suite down; a user's stop does
             if interrupts.is_user_stop(exc):
@@ -143,7 +144,8 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     return result
 
 
-def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None = None) -> None:
+def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None = None,
+         cache_dir: str | Path | None = None) -> None:
     cfg = TrainConfig.model_validate(job.train)
     device = device or resolve_device(cfg.device)
     result["env"] = env_info(device)
@@ -175,7 +177,8 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torc
         torch.save({"model": encoder.model.state_dict(), "loss": loss.state_dict(), "job": job.to_dict()},
                    out_dir / "checkpoint.pt")
     ctx = EvalContext(sets=sets, pair_modality=encoder.pair_modality, seed=job.seed,
-                      encode_texts_fn=text_embedder(encoder, device, cfg.eval_batch_size, precision))
+                      encode_texts_fn=text_embedder(encoder, device, cfg.eval_batch_size, precision),
+                      cache_dir=Path(cache_dir) if cache_dir is not None else None)
     run_evaluations(evaluations, ctx, result)
     result["env"]["eval_time_s"] = time.perf_counter() - t_eval
 

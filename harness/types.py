@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
@@ -337,13 +338,19 @@ class EmbeddedSet:
 
 @dataclass
 class EvalContext:
-    """What every evaluation receives: the embedded sets plus a text encoder for prompts/words."""
+    """What every evaluation receives: the embedded sets plus a text encoder for prompts/words.
+
+    ``cache_dir``: a directory shared by the jobs of a run where an evaluation may keep what does
+    not depend on the job (e.g. reference rows), or None (no disk cache: compute as needed). Entries
+    must be keyed by everything that determines them and written atomically: jobs run at once.
+    """
 
     sets: list[EmbeddedSet]
     pair_modality: str
     seed: int
     encode_texts_fn: Any = None  # Callable[[Sequence[str]], Tensor] (normalised) or None
     no_text_reason: str = "the encoder has no text tower (same-modality control)"
+    cache_dir: Path | None = None
 
     @property
     def has_text(self) -> bool:
