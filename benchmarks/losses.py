@@ -21,6 +21,15 @@ similarity matrix:
   two InfoLOOB matrices); negclip (an N x N K matrix of hard-negative logits);
 - ``extra dxd`` (within 3x): d x d matrices instead: vicreg, barlow_twins.
 
+Next to each measured ratio stands what the loss's matrix products predict: ``NNd`` counts the
+matrix-product work of one forward + backward (``torch.utils.flop_counter``: every mm, bmm and
+addmm, d x d products of vicreg and barlow_twins included) in units of one N x N x d product (clip:
+3, one for the logits and two for their gradients), ``expected`` is that count as a ratio to clip's
+(cloob 8.3x, negclip with K = 4 5x) and ``measured / expected`` the measured ratio divided by it:
+about 1 where products dominate, above 1 where element-wise work (exp, log-sum-exp, distances)
+does. A target above the expected ratio cannot be met by a faster implementation of the same
+products; one below it is met only when the products are not the cost.
+
 Prints one Markdown table: the minimum (``--stat median``: the median) of ``--repeats`` timed steps
 after ``--warmup`` untimed ones, the losses taking turns step by step so that other load on a
 shared machine falls on all alike; on CPU the clock is the process's CPU time (``--clock wall`` for
@@ -43,7 +52,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness, not an installed one
+import harness  # noqa: E402
 
 BUILTIN = ["clip", "siglip", "dcl", "cyclip", "cua", "cuaxu", "align_uniform"]
 PLUGIN = ["cloob", "dhel", "hn_nce", "ifm", "vicreg", "barlow_twins", "clip_cosine_temperature", "negclip"]
@@ -127,6 +137,20 @@ def time_losses(names: list[str], n: int, d: int, device: torch.device, repeats:
                 peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
     pick = min if stat == "min" else statistics.median
     return {name: (pick(times[name]), peaks.get(name)) for name in names}
+
+
+def product_counts(names: list[str], n: int, d: int) -> dict[str, float]:
+    """Matrix-product work of one forward + backward of each loss, in N x N x d products (2 N^2 d flops each)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = {}
+    for name in names:
+        loss = harness.create_loss(name)
+        x, y, extras = make_inputs(loss, n, d, torch.device("cpu"), 2)
+        with FlopCounterMode(display=False) as counter:
+            _step(loss, x, y, extras, 0)
+        counts[name] = counter.get_total_flops() / (2 * n * n * d)
+    return counts
 
 
 def _pin_mmap_threshold() -> bool:
@@ -236,12 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         for d in (int(s) for s in args.dims.split(",")):
+            counts = product_counts(names, n, d)
             timed = time_losses(names, n, d, device, args.repeats, args.warmup, args.stat, clock)
             base = timed["clip"][0]
             for name in names:
                 seconds, peak = timed[name]
-                results.append([n, d, name, seconds, seconds / base, peak])
-                print(f"  N={n} d={d} {name}: {seconds * 1e3:.2f} ms ({seconds / base:.2f}x)", file=sys.stderr, flush=True)
+                expected = counts[name] / counts["clip"]
+                results.append([n, d, name, seconds, seconds / base, peak, counts[name], expected])
+                print(f"  N={n} d={d} {name}: {seconds * 1e3:.2f} ms ({seconds / base:.2f}x; products {expected:.2f}x)",
+                      file=sys.stderr, flush=True)
     memory = device.type == "cuda"
     if device.type == "cpu" and not args.no_memory:
         peaks = cpu_memory_pass([(row[2], row[0], row[1]) for row in results], args.threads)
@@ -250,20 +277,24 @@ def main(argv: list[str] | None = None) -> int:
         memory = all(row[5] is not None for row in results)
 
     rows = []
-    for n, d, name, seconds, ratio, peak in results:
+    for n, d, name, seconds, ratio, peak, count, expected in results:
         kind = CLASS.get(name, "")
         target = TARGET.get(kind)
         verdict = "" if target is None or name == "clip" else ("ok" if ratio <= target else "over")
-        row = [n, d, name, kind, f"{seconds * 1e3:.2f}", f"{ratio:.2f}", f"{target:g}x" if target else "", verdict]
+        row = [n, d, name, kind, f"{seconds * 1e3:.2f}", f"{ratio:.2f}", f"{count:.2f}", f"{expected:.2f}",
+               f"{ratio / expected:.2f}" if expected > 0 else "", f"{target:g}x" if target else "", verdict]
         if memory:
             row.append(f"{peak:.0f}")
         rows.append(row)
     mem_header = "peak MiB" if device.type == "cuda" else "peak +MiB"
-    headers = ["N", "d", "loss", "class", "fwd+bwd ms", "x clip", "target", ""] + ([mem_header] if memory else [])
+    headers = ["N", "d", "loss", "class", "fwd+bwd ms", "x clip", "NNd", "expected", "measured / expected", "target", ""] \
+        + ([mem_header] if memory else [])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"\nlosses: forward+backward per step, {clock_name}, {args.stat} of {args.repeats}, losses interleaved "
           f"({where}, torch {torch.__version__})\n")
     print(tabulate(rows, headers=headers, tablefmt="github"))
+    print("\nNNd: matrix products of one forward + backward in N x N x d units (clip: 3); expected: as a ratio "
+          "to clip's; measured / expected: x clip divided by expected")
     if memory and device.type == "cpu":
         print("\npeak +MiB: the rise of the process's peak resident memory over one forward+backward, inputs excluded")
     for note in notes:

@@ -19,8 +19,19 @@ from __future__ import annotations
 from typing import Any
 
 from harness.hookspecs import hookimpl
-from harness.types import Skip
 from harness.version import __version__  # noqa: F401 - harness.__version__
+
+
+def __getattr__(name: str) -> Any:
+    """``harness.Skip`` on first use: importing ``harness`` (as every submodule does) must not load
+    torch, so the leaderboard and the CLI's light commands start without it."""
+    if name == "Skip":
+        from harness.types import Skip
+
+        return Skip
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+
+
 __all__ = [
     "hookimpl",
     "Skip",

@@ -116,8 +116,9 @@ def text_embedder(encoder, device: torch.device, batch: int, precision: str) -> 
 
 
 def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None] | None = None,
-            device: torch.device | None = None, checkpoint_dir: str | Path | None = None,
-            curves_dir: str | Path | None = None, attempt: int | None = None) -> dict[str, Any]:
+            device: torch.device | None = None, cache_dir: str | Path | None = None,
+            checkpoint_dir: str | Path | None = None, curves_dir: str | Path | None = None,
+            attempt: int | None = None) -> dict[str, Any]:
     """Run one job into ``out_dir`` and return its result (also written as ``result.json``).
 
     ``checkpoint_dir``: where the job's mid-run checkpoint lives (None: no checkpoints); the result
@@ -127,7 +128,8 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     ``device`` overrides ``train.device`` (a Ray Train worker passes the one Ray gave it). Inside a
     ``torch.distributed`` group (a job of ``resources.workers_per_job`` workers) every worker trains
     and uses its share of ``cpus_per_job`` as threads; only rank 0 embeds and evaluates, and its
-    directory is the job's.
+    directory is the job's. ``cache_dir`` (the executors pass ``<store>/.cache``) is where the
+    evaluations keep what every job of the run shares (``EvalContext.cache_dir``); None: no disk cache.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,7 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
     with pinned(threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            _run_resuming(job, out_dir, progress, result, device, checkpoint_dir, curves_dir)
+            _run_resuming(job, out_dir, progress, result, device, cache_dir, checkpoint_dir, curves_dir)
             result["status"] = "ok"
         except BaseException as exc:  # one job's failure never takes the suite down; a user's stop does
             if interrupts.is_user_stop(exc):
@@ -155,18 +157,19 @@ def run_job(job: Job, out_dir: str | Path, progress: Callable[[TrainState], None
 
 
 def _run_resuming(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None,
-                  checkpoint_dir: str | Path | None, curves_dir: str | Path | None) -> None:
+                  cache_dir: str | Path | None, checkpoint_dir: str | Path | None, curves_dir: str | Path | None) -> None:
     """``_run``; when a checkpoint that passed its checks breaks while loading, ``_run`` again from scratch."""
     try:
-        _run(job, out_dir, progress, result, device, checkpoint_dir, curves_dir)
+        _run(job, out_dir, progress, result, device, cache_dir, checkpoint_dir, curves_dir)
     except ResumeFailed as exc:
         (out_dir / "log.jsonl").unlink(missing_ok=True)
         warnings.warn(f"checkpoint refused: {one_line(exc)}; training starts from step 0", CheckpointWarning)
-        _run(job, out_dir, progress, result, device, checkpoint_dir, curves_dir, resume=False)
+        _run(job, out_dir, progress, result, device, cache_dir, checkpoint_dir, curves_dir, resume=False)
 
 
 def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torch.device | None = None,
-         checkpoint_dir: str | Path | None = None, curves_dir: str | Path | None = None, resume: bool = True) -> None:
+         cache_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None,
+         curves_dir: str | Path | None = None, resume: bool = True) -> None:
     cfg = TrainConfig.model_validate(job.train)
     device = device or resolve_device(cfg.device)
     result["env"] = env_info(device)
@@ -201,7 +204,8 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torc
         torch.save({"model": encoder.model.state_dict(), "loss": loss.state_dict(), "job": job.to_dict()},
                    out_dir / "checkpoint.pt")
     ctx = EvalContext(sets=sets, pair_modality=encoder.pair_modality, seed=job.seed,
-                      encode_texts_fn=text_embedder(encoder, device, cfg.eval_batch_size, precision))
+                      encode_texts_fn=text_embedder(encoder, device, cfg.eval_batch_size, precision),
+                      cache_dir=Path(cache_dir) if cache_dir is not None else None)
     run_evaluations(evaluations, ctx, result)
     result["env"]["eval_time_s"] = time.perf_counter() - t_eval
 

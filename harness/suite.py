@@ -228,9 +228,10 @@ def _check_factory(kind: str, spec: PluginSpec, field: str, registry, build: boo
 
 
 def check_extras(loss: Any, spec: PluginSpec, field: str, datasets: list[PluginSpec], registry) -> tuple[str, ...]:
-    """The loss's declared extras, each a known name and each one the suite's datasets can supply."""
+    """The loss's declared extras, each a known name and each one the suite's datasets can supply;
+    a built loss's ``momentum`` (momentum towers) a float in (0, 1), present if it asks for their features."""
     from harness.registry import declared_extras
-    from harness.types import LOSS_EXTRAS, SUPPLIED_EXTRAS
+    from harness.types import LOSS_EXTRAS, MOMENTUM_EXTRAS, SUPPLIED_EXTRAS, loss_momentum
 
     extras = declared_extras(loss)
     for name in extras:
@@ -248,6 +249,15 @@ def check_extras(loss: Any, spec: PluginSpec, field: str, datasets: list[PluginS
                     f"{field}: loss {spec.name!r} needs the extra {name!r}, which dataset {ds.name!r} "
                     f"(datasets[{d}]) cannot supply; datasets that can: {', '.join(able) or 'none'}"
                 )
+    if not isinstance(loss, type):  # a built loss (a factory's attributes may be properties)
+        try:
+            momentum = loss_momentum(loss)
+        except ValueError as exc:
+            raise HarnessError(f"{field}: loss {spec.name!r}: {exc}") from None
+        wanted = [name for name in extras if name in MOMENTUM_EXTRAS]
+        if wanted and momentum is None:
+            raise HarnessError(f"{field}: loss {spec.name!r} declares {wanted[0]!r} but has no momentum attribute "
+                               f"(a float in (0, 1): the EMA rate of the momentum towers whose features it asks for)")
     return extras
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
@@ -35,13 +36,25 @@ MAX_LOGIT_SCALE: float = math.log(100.0)
 #: - ``image_raw``, ``text_raw``: (N, d) each tower's projected output before L2 normalisation,
 #:   in the graph (float32);
 #: - ``text_negatives``: (N, K, d) L2-normalised embeddings, from the same text tower and in the
-#:   graph, of K hard-negative captions per pair, supplied by the dataset.
-LOSS_EXTRAS: tuple[str, ...] = ("step", "total_steps", "image_raw", "text_raw", "text_negatives")
+#:   graph, of K hard-negative captions per pair, supplied by the dataset;
+#: - ``index``: int64 (N,), each pair's row in the training split (the rows the trainer fetched);
+#: - ``caption_group``: int64 (N,), equal for rows whose captions have the same meaning, supplied
+#:   by the dataset (``CaptionGroupSource``);
+#: - ``image_momentum``, ``text_momentum``: (N, d) L2-normalised float32 features of the batch from
+#:   the trainer's momentum (EMA) towers, without gradient; only for a loss with a ``momentum``
+#:   attribute (``loss_momentum``).
+#: With several workers every batch-shaped extra (``BATCH_EXTRAS``) arrives gathered, in the order
+#: of the gathered features.
+LOSS_EXTRAS: tuple[str, ...] = ("step", "total_steps", "image_raw", "text_raw", "text_negatives",
+                                "index", "caption_group", "image_momentum", "text_momentum")
 #: The extras that come from the dataset: a dataset factory lists those it can supply in its
 #: ``supplies`` attribute, and ``harness validate`` refuses a loss that needs one its dataset lacks.
-SUPPLIED_EXTRAS: tuple[str, ...] = ("text_negatives",)
+SUPPLIED_EXTRAS: tuple[str, ...] = ("text_negatives", "caption_group")
 #: The extras that are batch-shaped (first dimension N): gathered across ranks like the embeddings.
-BATCH_EXTRAS: tuple[str, ...] = ("image_raw", "text_raw", "text_negatives")
+BATCH_EXTRAS: tuple[str, ...] = ("image_raw", "text_raw", "text_negatives", "index", "caption_group",
+                                 "image_momentum", "text_momentum")
+#: The extras computed by the trainer's momentum towers (a loss declaring one needs ``momentum``).
+MOMENTUM_EXTRAS: tuple[str, ...] = ("image_momentum", "text_momentum")
 
 
 def names_of(value: Any) -> tuple[str, ...]:
@@ -60,6 +73,23 @@ def declared_extras(obj: Any) -> tuple[str, ...]:
     return names_of(getattr(obj, "extras", ()))
 
 
+def loss_momentum(loss: Any) -> float | None:
+    """The EMA rate a loss asks the trainer's momentum towers to use: its ``momentum`` attribute.
+
+    ``None`` when the loss has no ``momentum`` attribute; ``ValueError`` (one line) when it has one
+    that is not a float strictly between 0 and 1 (a bool or an int is refused too). The trainer
+    reads it at every step, so a loss may change it on a schedule.
+    """
+    if not hasattr(loss, "momentum"):
+        return None
+    m = getattr(loss, "momentum")
+    if isinstance(m, float) and 0.0 < m < 1.0:  # NaN fails both comparisons
+        return m
+    shown = repr(m) if isinstance(m, (bool, int, float, str)) else f"a {type(m).__name__}"
+    raise ValueError(f"momentum must be a float in (0, 1), the EMA rate of the momentum towers "
+                     f"(p_ema = momentum * p_ema + (1 - momentum) * p); got {shown[:60]}")
+
+
 @runtime_checkable
 class Loss(Protocol):
     """What a loss plugin's factory returns: a ``torch.nn.Module`` with this ``forward``.
@@ -72,6 +102,17 @@ class Loss(Protocol):
     arguments. Learnable scalars (``logit_scale`` = log(1 / temperature), ``logit_bias``) are the
     loss's own ``nn.Parameter``s. Raise ``ValueError`` where the loss is undefined (e.g. a batch
     of one) rather than returning NaN. The trainer calls ``forward`` exactly once per step.
+
+    Optional (contract v3):
+    - ``setup(dataset_size: int)``: called by the trainer once, with the number of training pairs,
+      before the first step and before any saved state is restored (size per-pair state here);
+    - loss state: the module's buffers and parameters (its ``state_dict``) are saved with a job's
+      checkpoint and restored on resume into a fresh instance after ``setup``; keep every value
+      that changes ``forward``'s result there (not in plain attributes). With several workers each
+      rank sees the gathered batch and extras, so every rank makes the same update;
+    - ``momentum``: a float in (0, 1) makes the trainer keep EMA copies of both towers, updated
+      after each optimizer step (p_ema = momentum * p_ema + (1 - momentum) * p; buffers copied),
+      read at every step; their features are the ``image_momentum``/``text_momentum`` extras.
     """
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, **extras: Any) -> dict[str, torch.Tensor]: ...
@@ -111,6 +152,22 @@ class NegativesSource(PairSource, Protocol):
     def get_batch_with_negatives(
         self, indices: np.ndarray, rng: np.random.Generator
     ) -> tuple[ImageBatch, list[str], list[list[str]]]: ...
+
+
+class CaptionGroupSource(PairSource, Protocol):
+    """A ``PairSource`` of a dataset that supplies ``caption_group`` (its factory's ``supplies``).
+
+    ``caption_groups(indices, captions)`` returns an integer numpy array (N,) for a batch just read:
+    ``indices`` as passed to ``get_batch`` (or ``get_batch_with_negatives``) and ``captions`` as it
+    returned them. Two rows get the same value exactly when their captions have the same meaning
+    (the dataset defines it and documents it: the same digit in ``digits``; in ``shapes`` the same
+    objects with the same attributes and the same background or none named). The values need only
+    be comparable within a batch, but should be the same in every batch (e.g. a code of the
+    meaning). It draws no random numbers and changes nothing, so asking for it leaves the batch
+    and the rest of the run as they were.
+    """
+
+    def caption_groups(self, indices: np.ndarray, captions: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass
@@ -183,7 +240,8 @@ class Dataset(Protocol):
     lists ``"validation"`` in its ``splits`` attribute also answers ``eval_sets(split="validation")``
     with sets of the same kinds and names drawn disjointly from the reported ones (and from
     training): tuning selects on those. A factory's ``supplies`` attribute lists the loss extras the
-    dataset can supply (``SUPPLIED_EXTRAS``; its ``train_pairs()`` is then a ``NegativesSource``).
+    dataset can supply (``SUPPLIED_EXTRAS``; its ``train_pairs()`` is then a ``NegativesSource`` for
+    ``text_negatives``, a ``CaptionGroupSource`` for ``caption_group``).
     """
 
     def train_pairs(self) -> PairSource: ...
@@ -280,13 +338,19 @@ class EmbeddedSet:
 
 @dataclass
 class EvalContext:
-    """What every evaluation receives: the embedded sets plus a text encoder for prompts/words."""
+    """What every evaluation receives: the embedded sets plus a text encoder for prompts/words.
+
+    ``cache_dir``: a directory shared by the jobs of a run where an evaluation may keep what does
+    not depend on the job (e.g. reference rows), or None (no disk cache: compute as needed). Entries
+    must be keyed by everything that determines them and written atomically: jobs run at once.
+    """
 
     sets: list[EmbeddedSet]
     pair_modality: str
     seed: int
     encode_texts_fn: Any = None  # Callable[[Sequence[str]], Tensor] (normalised) or None
     no_text_reason: str = "the encoder has no text tower (same-modality control)"
+    cache_dir: Path | None = None
 
     @property
     def has_text(self) -> bool:

@@ -116,7 +116,7 @@ def test_plugins_name_shows_one_plugin_in_full(cli, fake_registry):
     assert code == 2 and out == "" and err.startswith("error: no plugin named 'cau' (did you mean 'cua'?)")
     code, out, _ = cli("plugins", "digits", "--json")
     (digits,) = json.loads(out)
-    assert digits["supplies"] == [] and digits["param_info"]["image_size"]["limits"] == {"ge": 8, "le": 512}
+    assert digits["supplies"] == ["caption_group"] and digits["param_info"]["image_size"]["limits"] == {"ge": 8, "le": 512}
 
 
 # --- validate ------------------------------------------------------------------------------------

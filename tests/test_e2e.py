@@ -139,9 +139,10 @@ def test_zoo_smoke_runs_every_objective_including_the_third_party_ones(tmp_path)
                   plugins="harness-objectives")
     assert run.returncode == 0, run.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "zoo-smoke").glob("*/result.json")]
-    assert len(results) == 17 and all(r["status"] == "ok" for r in results)
+    assert len(results) == 20 and all(r["status"] == "ok" for r in results)
     labels = {r["job"]["objective"]["label"] for r in results}
-    assert {"cloob", "dhel", "hn_nce", "ifm", "vicreg", "barlow_twins", "clip_cosine_temperature", "negclip"} <= labels
+    assert {"cloob", "dhel", "hn_nce", "ifm", "vicreg", "barlow_twins", "clip_cosine_temperature", "negclip",
+            "sogclr", "unicl", "albef_itc"} <= labels
 
 
 def test_a_suite_requiring_a_missing_distribution_says_what_to_install(tmp_path):

@@ -271,19 +271,18 @@ def status(key):
             return int(line.split()[1]) * 1024
 
 
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current size
-before = status("VmRSS:")
 t = time.perf_counter()
 from harness.cli import main
 code = main(["leaderboard", sys.argv[1], "--out", sys.argv[2]])
-print(f"MEASURED {code} {time.perf_counter() - t:.2f} {(status('VmHWM:') - before) / 2**20:.0f}", file=sys.stderr)
+assert "torch" not in sys.modules, "the leaderboard loaded torch"
+print(f"MEASURED {code} {time.perf_counter() - t:.2f} {status('VmHWM:') / 2**20:.0f}", file=sys.stderr)
 """
 
 
 @pytest.mark.slow
 def test_the_leaderboard_of_a_damaged_100_job_directory_takes_under_30_s_and_500_mb(tmp_path):
-    """Timed and measured in a fresh process, after its imports (torch alone maps ~900 MB of shared
-    libraries, none of it the leaderboard's): the growth of its peak resident memory while building."""
+    """Timed and measured in a fresh process: the whole process's peak resident memory, its imports
+    included (the leaderboard never loads torch, which alone would take ~900 MB)."""
     root = damaged_store(tmp_path / "runs" / "dmg")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("HARNESS_DEBUG", None)
@@ -293,7 +292,7 @@ def test_the_leaderboard_of_a_damaged_100_job_directory_takes_under_30_s_and_500
     measured = [line for line in lines if line.startswith("MEASURED ")]
     assert measured, proc.stderr[-3000:]
     code, seconds, mib = measured[0].split()[1:]
-    assert int(code) == 0 and proc.stdout == f"leaderboard written to {tmp_path / 'lb'}\n", proc.stderr[-3000:]
+    assert int(code) == 0 and proc.stdout.startswith(f"leaderboard written to {tmp_path / 'lb'} (open "), proc.stderr[-3000:]
     assert float(seconds) < 30 and float(mib) < 500, measured
     assert lines == measured, lines  # no warning, no traceback: the damaged files were skipped quietly
     out = tmp_path / "lb"

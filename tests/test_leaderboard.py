@@ -345,3 +345,14 @@ def test_only_failed_jobs_still_give_a_page_listing_them(tmp_path):
     assert "2 (0 ok, 2 failed)" in readme and not list(out.glob("*.png"))
     s = pd.read_csv(out / "summary.csv")
     assert s["n_ok"].tolist() == [0, 0] and s["n_failed"].tolist() == [1, 1]
+
+
+def test_plots_with_more_objectives_than_colours_vary_the_marker_and_line_style():
+    from harness.leaderboard.plots import COLORS, _colors, _linestyles, _markers
+
+    names = [f"o{i}" for i in range(len(COLORS) * 2 + 3)]
+    colors, markers, styles = _colors(names), _markers(names), _linestyles(names)
+    looks = {(colors[n], markers[n]) for n in names}
+    assert len(looks) == len(names)  # no two objectives alike
+    assert len({(colors[n], styles[n]) for n in names}) == len(names)
+    assert markers[names[0]] != markers[names[len(COLORS)]] and colors[names[0]] == colors[names[len(COLORS)]]

@@ -221,9 +221,9 @@ def test_check_loss_reports_every_violated_rule_not_only_the_first():
     lines = str(info.value).splitlines()
     assert lines == [
         "loss TwoFaults: declares an unknown extra 'epoch'; known extras: step, total_steps, image_raw, text_raw, "
-        "text_negatives [check_loss_declares_known_extras]",
-        "loss TwoFaults: not deterministic: term 'l' differs between two calls on the same inputs "
-        "[check_loss_deterministic]",
+        "text_negatives, index, caption_group, image_momentum, text_momentum [check_loss_declares_known_extras]",
+        "loss TwoFaults: not deterministic: term 'l' differs between two fresh instances fed the same batches "
+        "(call 1, torch.float32, cpu) [check_loss_deterministic]",
     ]
 
 

@@ -330,7 +330,7 @@ def test_plugin_info_is_read_once_at_registration(builtins):
 
     shapes = builtins.get("dataset", "shapes").info
     assert isinstance(shapes, PluginInfo)
-    assert shapes.supplies == ("text_negatives",) and shapes.splits == ("test", "validation")
+    assert shapes.supplies == ("text_negatives", "caption_group") and shapes.splits == ("test", "validation")
     assert shapes.check_params is not None and shapes.extras == () and shapes.main_score is None
     assert builtins.get("dataset", "digits").info.splits == ("test",)  # the default: reported sets only
     clip = builtins.get("loss", "clip").info

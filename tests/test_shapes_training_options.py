@@ -143,8 +143,8 @@ def test_shape_groups_fill_any_batch_size():
 
 
 def test_dataset_declares_text_negatives():
-    assert ShapesDataset.supplies == ("text_negatives",)
-    assert harness.create_dataset("shapes", **SMALL).supplies == ("text_negatives",)
+    assert ShapesDataset.supplies == ("text_negatives", "caption_group")
+    assert harness.create_dataset("shapes", **SMALL).supplies == ("text_negatives", "caption_group")
 
 
 @pytest.mark.parametrize("style", ["paraphrase", "canonical"])

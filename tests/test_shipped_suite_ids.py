@@ -21,8 +21,8 @@ PINNED = {
     "same-modality": (24, "e37bf6a4c44188d6"),
     "smoke": (3, "b71d5e7b7ffa9c3e"),
     "suppression": (32, "4c14486121629aa4"),
-    "zoo-smoke": (17, "20cc30c59ec22720"),
-    "zoo": (51, "50cdbf50bac7ac8e"),
+    "zoo-smoke": (20, "b4b1904287e630da"),
+    "zoo": (60, "a92b309be0e65b80"),
 }
 
 

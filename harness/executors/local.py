@@ -62,11 +62,11 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
                 drop_checkpoint(store, job.id)
                 record(summary, job, result)
                 tqdm.write(f"[{n}/{len(jobs)}] {job.id} {printable(job.display)}: {printable(describe(result))}", file=sys.stderr)
+                suite_bar.update(1)  # only a job that ended advances the bar (never a Ctrl-C)
             finally:
                 if tmp is not None:  # interrupted mid-job: leave nothing that looks finished
                     shutil.rmtree(tmp, ignore_errors=True)
                 store.release(job.id)
-                suite_bar.update(1)
     finally:
         suite_bar.close()
         if workers is not None:

@@ -92,8 +92,23 @@ def _save_unique(fig, out: Path, base: str, used: set[str]) -> str:
     return f"{name}.png"
 
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
 def _colors(objectives: list[str]) -> dict[str, str]:
     return {o: COLORS[i % len(COLORS)] for i, o in enumerate(objectives)}
+
+
+def _markers(objectives: list[str]) -> dict[str, str]:
+    """A marker per objective that changes each time the colours run out, so no two objectives of a
+    plot with more objectives than ``COLORS`` look alike (colour, marker) for up to 80 of them."""
+    return {o: MARKERS[(i // len(COLORS)) % len(MARKERS)] for i, o in enumerate(objectives)}
+
+
+def _linestyles(objectives: list[str]) -> dict[str, str]:
+    """Likewise a line style per objective, for line plots."""
+    return {o: LINESTYLES[(i // len(COLORS)) % len(LINESTYLES)] for i, o in enumerate(objectives)}
 
 
 def _centroid_column(metrics: dict[str, Metric]) -> str | None:
@@ -128,7 +143,7 @@ def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metri
     groups = [(key, g) for key, g in data.groupby(["dataset", "encoder"], sort=True)]
     if not groups:
         return None
-    colors = _colors(order)
+    colors, markers = _colors(order), _markers(order)
     many = len(set(data["objective"])) > 5
     fig, axes = _figure(len(groups), 1 if many else 2, (8.5 if many else 6.5, 4.8))
     for ax, ((dataset, encoder), g) in zip(axes, groups):
@@ -137,7 +152,7 @@ def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metri
             pts = g[g["objective"] == objective]
             x, y = pts[gap_col].to_numpy(float), pts["main_score"].to_numpy(float)
             c = colors[objective]
-            ax.scatter(x, y, color=c, alpha=0.35, s=22, linewidths=0)
+            ax.scatter(x, y, color=c, marker=markers[objective], alpha=0.35, s=22, linewidths=0)
             with np.errstate(all="ignore"):  # a huge spread overflows: then no error bar
                 xerr = x.std(ddof=1) if len(x) > 1 else 0.0
                 yerr = y.std(ddof=1) if len(y) > 1 else 0.0
@@ -145,7 +160,7 @@ def gap_vs_score(results: pd.DataFrame, agg: Aggregate, metrics: dict[str, Metri
             if not drawable(mx, my):
                 continue
             xerr, yerr = (e if drawable(e) else 0.0 for e in (xerr, yerr))
-            ax.errorbar(mx, my, xerr=xerr, yerr=yerr, fmt="o", color=c, capsize=3, markersize=7,
+            ax.errorbar(mx, my, xerr=xerr, yerr=yerr, fmt=markers[objective], color=c, capsize=3, markersize=7,
                         label=_text(f"{_short(objective, 40)} (n={len(x)})"))
         ax.set_xlabel(_text(f"gap: centroid distance ({gap_col}), lower = smaller gap"), fontsize=LABEL_SIZE)
         rule = agg.main_scores.get((dataset, encoder))
@@ -235,13 +250,15 @@ def tuning_plot(store: RunStore, order: list[str], out: Path) -> Plot | None:
     if not points:
         return None
     names = sorted({o for per in points.values() for o in per})
-    colors = _colors([o for o in order if o in names] + [o for o in names if o not in order])
+    ranked = [o for o in order if o in names] + [o for o in names if o not in order]
+    colors, markers, styles = _colors(ranked), _markers(ranked), _linestyles(ranked)
     fig, axes = _figure(len(points), 2, (6.5, 4.4))
     for ax, ((dataset, encoder), per) in zip(axes, sorted(points.items())):
         for objective in sorted(per, key=lambda o: (order.index(o) if o in order else len(order), o)):
             pts = pd.DataFrame(per[objective], columns=["lr", "v"]).groupby("lr")["v"].mean()
             c = colors[objective]
-            ax.plot(pts.index, pts.values, "o-", color=c, label=_text(objective, 40), linewidth=1.5, markersize=5)
+            ax.plot(pts.index, pts.values, marker=markers[objective], linestyle=styles[objective], color=c,
+                    label=_text(objective, 40), linewidth=1.5, markersize=5)
             lr = chosen.get((dataset, encoder, objective))
             if lr is not None and lr in pts.index:
                 ax.plot([lr], [pts[lr]], marker="*", markersize=15, color=c, markeredgecolor="k", linestyle="none")
@@ -306,14 +323,15 @@ def loss_curves(store: RunStore, order: list[str], out: Path) -> Plot | None:
             curves.setdefault((run.dataset, run.encoder), []).append((run.objective, steps, losses))
     if not curves:
         return None
-    colors = _colors(order)
+    colors, styles = _colors(order), _linestyles(order)
     fig, axes = _figure(len(curves), 2, (6.5, 4.4))
     for ax, ((dataset, encoder), lines) in zip(axes, sorted(curves.items())):
         seen = set()
         for objective, steps, losses in sorted(lines, key=lambda t: order.index(t[0])):
             label = _text(objective, 40) if objective not in seen else None
             seen.add(objective)
-            ax.plot(steps, losses, color=colors[objective], alpha=0.7, linewidth=1.2, label=label)
+            ax.plot(steps, losses, color=colors[objective], linestyle=styles[objective], alpha=0.7, linewidth=1.2,
+                    label=label)
         ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)
         ax.set_ylabel("training loss (sum of the terms)", fontsize=LABEL_SIZE)
         ax.set_title(_title(f"{dataset} · {encoder}"), fontsize=TITLE_SIZE)
@@ -332,7 +350,7 @@ def probe_curves(store: RunStore, order: list[str], out: Path) -> list[Plot]:
         for name, points in read_probes(run.dir / "log.jsonl").items():
             per = tables.setdefault((run.dataset, run.encoder), {}).setdefault(name, {})
             per.setdefault(run.objective, []).append(dict(points))
-    plots, colors, used = [], _colors(order), set()
+    plots, colors, markers, used = [], _colors(order), _markers(order), set()
     for (dataset, encoder), attributes in sorted(tables.items()):
         fig, axes = _figure(len(attributes), 4, (3.6, 3.0))
         for ax, (name, by_objective) in zip(axes, attributes.items()):
@@ -340,7 +358,7 @@ def probe_curves(store: RunStore, order: list[str], out: Path) -> list[Plot]:
                 runs = by_objective[objective]
                 steps = sorted(set.intersection(*(set(r) for r in runs)))
                 mean = [np.mean([r[s_] for r in runs]) for s_ in steps]
-                ax.plot(steps, mean, marker="o", markersize=3, color=colors.get(objective, "#333333"),
+                ax.plot(steps, mean, marker=markers.get(objective, "o"), markersize=3, color=colors.get(objective, "#333333"),
                         label=_text(objective, 30))
             ax.set_title(name, fontsize=TITLE_SIZE)
             ax.set_xlabel("optimizer step", fontsize=LABEL_SIZE)

@@ -23,6 +23,7 @@ from harness.testing._base import ChecksFailed
 from harness.testing.datasets import (
     DATASET_CHECKS,
     check_dataset,
+    check_dataset_caption_groups,
     check_dataset_eval_sets,
     check_dataset_methods,
     check_dataset_negatives,
@@ -62,7 +63,9 @@ from harness.testing.losses import (
     check_loss_half_precision,
     check_loss_inputs_unchanged,
     check_loss_is_module,
+    check_loss_momentum,
     check_loss_returns_terms,
+    check_loss_state_round_trip,
 )
 from harness.testing.parametrize import CHECKS, NamedCheck, PluginCase, checks_for, parametrize_with_checks, plugin_checks
 

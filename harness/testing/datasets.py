@@ -180,6 +180,36 @@ def check_dataset_negatives(ds: Any, info: PluginInfo | None = None) -> None:
             fail(what, f"a hard negative must be a caption other than its positive ({caption!r})")
 
 
+def check_dataset_caption_groups(ds: Any, info: PluginInfo | None = None) -> None:
+    """Supplying ``caption_group``, ``caption_groups(indices, captions)`` returns N integers, the same
+    for equal captions, deterministically, and draws nothing from the batch's rng."""
+    info, what = subject("dataset", ds, info)
+    if "caption_group" not in info.supplies:
+        return
+    pairs = _train_pairs(ds, what)
+    if pairs is None:
+        return
+    method = getattr(pairs, "caption_groups", None)  # a method of the pair source
+    if not callable(method):
+        fail(what, "supplies caption_group but its PairSource has no caption_groups(indices, captions)")
+    idx = _indices(pairs, what)
+    rng = np.random.default_rng(0)
+    _, captions = guard(what, "get_batch", lambda: pairs.get_batch(idx, rng))
+    state = rng.bit_generator.state
+    groups = np.asarray(guard(what, "caption_groups", lambda: method(idx, captions)))
+    if groups.shape != (len(idx),) or not np.issubdtype(groups.dtype, np.integer):
+        fail(what, f"caption_groups must return {len(idx)} integers (one per pair), got shape {groups.shape}, "
+                   f"dtype {groups.dtype}")
+    if not np.array_equal(groups, np.asarray(method(idx, captions))):
+        fail(what, "caption_groups is not deterministic")
+    if rng.bit_generator.state != state:
+        fail(what, "caption_groups must draw no random numbers (it would change the run's batches)")
+    first: dict[str, int] = {}
+    for caption, group in zip(captions, groups.tolist()):
+        if first.setdefault(caption, group) != group:
+            fail(what, f"caption_groups gives two groups to the same caption {caption!r}")
+
+
 DATASET_CHECKS: tuple[Callable[..., None], ...] = (
     check_dataset_methods,
     check_dataset_eval_sets,
@@ -187,6 +217,7 @@ DATASET_CHECKS: tuple[Callable[..., None], ...] = (
     check_dataset_supplies,
     check_dataset_train_pairs,
     check_dataset_negatives,
+    check_dataset_caption_groups,
 )
 
 

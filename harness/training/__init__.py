@@ -6,6 +6,7 @@
 - ``inputs``: a step's batch, the towers' inputs and the loss's extras;
 - ``optim``: AdamW's parameter groups, the learning-rate schedule, one update, the temperature;
 - ``state``: what changes between steps (``LoopState``, ``DataOrder``, ``RandState``), ``TrainState``;
+- ``momentum``: a loss's ``setup``, and the momentum (EMA) towers of a loss with a ``momentum``;
 - ``checks``: what training refuses (``NonFiniteLoss``, ``BadLossOutput``, ...);
 - ``memory``: the run's peak memory; ``trainlog``: its ``log.jsonl`` records and clock;
 - ``checkpoint``: mid-run checkpoints, checked before a resume; ``curves``: TensorBoard event files.

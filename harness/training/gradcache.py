@@ -6,8 +6,12 @@ the (per-worker) batch in chunks of M without graph, make the raw features leave
 loss once on the whole batch (gathered across workers by the loss / ``gather_batch``), with every
 declared extra; back-propagate it to the leaves (the loss's own parameters get their gradients
 here). (2) Re-embed each chunk with graph, the torch RNG state replayed as it was in stage (1),
-and back-propagate the cached leaf gradients through it. With one chunk the stage-(1) graph is
-kept and nothing is re-embedded. Without either option the step is ``PlainStep``.
+and back-propagate the cached leaf gradients through it; then the RNG goes back to where it was
+after the loss, so the loss's own random draws advance the stream as they do without chunks. With
+one chunk the stage-(1) graph is kept and nothing is re-embedded. Without either option the step
+is ``PlainStep``. Every extra is served: ``index`` and ``caption_group`` are this worker's rows of
+the batch's tensors, the momentum towers' features are computed chunk by chunk without graph
+after stage (1), and all of them are gathered across workers like the features.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch.nn.functional as F
 
 from harness.distributed import gather_count, world
 from harness.precision import autocast
-from harness.training.inputs import loss_kwargs, model_inputs, negative_tokens
+from harness.training.inputs import Batch, batch_rows, loss_kwargs, model_inputs, negative_tokens
 from harness.training.state import RandState
 from harness.training.step import Step
 
@@ -82,34 +86,43 @@ class GradCacheStep(Step):
         self.loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
 
     def __call__(self, batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        n = len(batch[0])
+        batch = Batch(*batch)
+        n = len(batch.images)
         x, y, tokens, k = self.inputs(batch, n)
         rows = x.shape[0]
         bounds = [(s, min(s + self.micro, rows)) for s in range(0, rows, self.micro)]
         chunks = [(x[s:e], y[s:e], tokens[s * k : e * k] if tokens is not None else None) for s, e in bounds]
         kept, raw, states = self._embed(chunks)
+        extras = batch_rows(batch, self.device, self.shard(n))
+        if self.ema is not None:
+            extras.update(self.ema.features(chunks, self.extras, self.precision, self.device))
         leaves = [o.requires_grad_() if o is not None else None for o in raw]
-        total, terms = self._loss(leaves, k, n, step)
+        total, terms = self._loss(leaves, k, n, step, extras)
         self.backward(total)
         grads = self._leaf_grads(leaves)
         if kept is not None:
             self._backward(kept, grads, 0, rows, k)
         else:
+            resume = RandState(self.device)  # after the loss's own draws: the stream goes on from here
             self._replay(chunks, bounds, states, grads, k)
+            resume.restore()
         return total, terms
 
-    def inputs(self, batch, n: int):
-        """This worker's rows of the batch as model input: ``(x, y, negative tokens or None, K)``."""
-        images, captions, negatives = batch
+    def shard(self, n: int) -> slice:
+        """This worker's rows of a batch of ``n`` pairs (all of them in one process)."""
         b = n // self.world
-        rows = slice(self.rank * b, (self.rank + 1) * b)
+        return slice(self.rank * b, (self.rank + 1) * b)
+
+    def inputs(self, batch: Batch, n: int):
+        """This worker's rows of the batch as model input: ``(x, y, negative tokens or None, K)``."""
+        rows = self.shard(n)
         with autocast(self.precision, self.device):
-            x, y = model_inputs(self.encoder, images, captions, self.device)
+            x, y = model_inputs(self.encoder, batch.images, batch.captions, self.device)
         if self.world > 1:
             x, y = x[rows], y[rows]
         tokens, k = None, 0
         if "text_negatives" in self.extras:
-            tokens, k = negative_tokens(self.encoder, negatives[rows], self.device)
+            tokens, k = negative_tokens(self.encoder, batch.negatives[rows], self.device)
         return x, y, tokens, k
 
     def _embed(self, chunks) -> tuple[Raw | None, list, list[RandState]]:
@@ -127,13 +140,14 @@ class GradCacheStep(Step):
         raw = [torch.cat([p[i] for p in parts]) if parts[0][i] is not None else None for i in range(3)]
         return None, raw, states
 
-    def _loss(self, leaves, k: int, n: int, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss on the whole batch of leaf features; ``ValueError`` when a multi-worker loss never gathered."""
+    def _loss(self, leaves, k: int, n: int, step: int, extras) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss on the whole batch of leaf features (``extras``: this worker's rows of the other
+        per-pair extras); ``ValueError`` when a multi-worker loss never gathered."""
         raw_x, raw_y, raw_n = leaves
         rows = raw_x.shape[0]
         fx, fy = F.normalize(raw_x, dim=-1), F.normalize(raw_y, dim=-1)
         neg = F.normalize(raw_n, dim=-1).view(rows, k, -1) if raw_n is not None else None
-        kwargs = loss_kwargs(self.extras, step, self.steps, raw_x, raw_y, neg)
+        kwargs = loss_kwargs(self.extras, step, self.steps, raw_x, raw_y, neg, **extras)
         gathered = gather_count()
         terms = self.terms(fx, fy, kwargs)
         if self.world > 1 and gather_count() == gathered:

@@ -28,6 +28,7 @@ from harness.training.curves import Curves
 from harness.training.gradcache import GradCacheStep
 from harness.training.inputs import fetch_batch
 from harness.training.memory import PeakMemory
+from harness.training.momentum import EmaTowers, momentum_step, new_ema, setup_loss
 from harness.training.optim import learnable_scale, loss_temperature, lr_at, new_optimizer, set_lr, total_steps, update
 from harness.training.state import DataOrder, LoopState, TrainState
 from harness.training.step import PlainStep, Step
@@ -66,7 +67,8 @@ def make_plan(cfg: TrainConfig, n: int, steps: int, encoder, loss_fn: torch.nn.M
 def make_step(plan: Plan, encoder, loss_fn: torch.nn.Module, state: LoopState, device: torch.device,
               loss_name: str) -> Step:
     """``PlainStep`` in one process without chunks, else ``GradCacheStep`` (batch norm refused)."""
-    args = (encoder, loss_fn, state.opt, state.scaler, device, plan.precision, plan.extras, plan.steps, loss_name)
+    args = (encoder, loss_fn, state.opt, state.scaler, device, plan.precision, plan.extras, plan.steps, loss_name,
+            EmaTowers.of(encoder, state.ema))
     if plan.micro is None and plan.workers == 1:
         return PlainStep(*args)
     refuse_batch_norm(encoder.model, f"train.micro_batch {plan.micro}" if plan.micro is not None
@@ -117,10 +119,11 @@ def train(
     if n == 0:
         raise ValueError("the dataset's training split is empty")
     plan = make_plan(cfg, n, steps, encoder, loss_fn, device)
+    setup_loss(loss_fn, n)  # contract v3: before the first step and before any saved state is restored
     stats["precision"] = plan.precision
     opt = new_optimizer(model, loss_fn, cfg, device)
     scaler = torch.amp.GradScaler(device.type) if plan.precision == "fp16" else None
-    state = LoopState(0, DataOrder.start(seed, n, plan.batch), opt, scaler)
+    state = LoopState(0, DataOrder.start(seed, n, plan.batch), opt, scaler, ema=new_ema(model, loss_fn))
     stats["env"] = {"workers_per_job": plan.workers, "micro_batch": plan.micro}
     memory = PeakMemory(device)
     with open(log_path, "a") if log_path else contextlib.nullcontext() as log_file:
@@ -172,9 +175,10 @@ def one_step(run: Run, state: LoopState) -> tuple[torch.Tensor, dict[str, torch.
     idx = state.data.next()
     lr = lr_at(step, run.cfg, run.plan.steps)
     set_lr(state.opt, lr)
-    batch = fetch_batch(run.pairs, idx, state.data.rng, negatives="text_negatives" in run.plan.extras)
+    batch = fetch_batch(run.pairs, idx, state.data.rng, run.plan.extras)
     run.diagnostics.after_batch()
     total, terms = run.step_fn(batch, step)
     update(state.opt, state.scaler, run.cfg.grad_clip, run.scale)
+    momentum_step(state.ema, run.step_fn)  # contract v3: the momentum towers follow the update
     state.step = step + 1
     return total, terms, lr, len(idx)

@@ -1,8 +1,9 @@
 """What a run's training carries from one step to the next.
 
 ``LoopState`` holds everything that changes between steps apart from the towers' and the loss's
-parameters: the next step's index, the data order (``DataOrder``: the numpy generator, the current
-permutation and the position in it) and the optimizer with its grad scaler. ``RandState`` is a
+parameters (and buffers): the next step's index, the data order (``DataOrder``: the numpy generator,
+the current permutation and the position in it), the optimizer with its grad scaler, and the
+momentum towers of a loss that has them. ``RandState`` is a
 snapshot of the torch RNG. Together with the parameters they are what a mid-job checkpoint has to
 save and restore for a resumed run to continue as the uninterrupted one would. ``TrainState`` is
 the progress record passed to the caller's callback after each step.
@@ -70,9 +71,14 @@ class DataOrder:
 
 @dataclass(eq=False)
 class LoopState:
-    """The training loop's position: ``step`` is the 0-based index of the next step to run."""
+    """The training loop's position: ``step`` is the 0-based index of the next step to run.
+
+    ``ema``: the momentum towers (a frozen copy of ``encoder.model``, ``harness.training.momentum``)
+    when the loss has a ``momentum``, else None; restore a saved one in place (``load_state_dict``).
+    """
 
     step: int
     data: DataOrder
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
+    ema: torch.nn.Module | None = None

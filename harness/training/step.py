@@ -22,7 +22,8 @@ from harness.training.inputs import step_inputs
 @dataclass(eq=False)
 class Step:
     """What every step shares: the towers (``encoder``), the loss, the optimizer and its scaler,
-    where and how precisely it computes, the loss's extras and the job's number of steps."""
+    where and how precisely it computes, the loss's extras, the job's number of steps, and the
+    momentum towers (``harness.training.momentum.EmaTowers``) when the loss has them."""
 
     encoder: Any
     loss_fn: torch.nn.Module
@@ -33,10 +34,12 @@ class Step:
     extras: tuple[str, ...]
     steps: int
     loss_name: str
+    ema: Any = None
 
     def __call__(self, batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Leave the gradients of ``batch`` (``(images, captions, negatives or None)``) at the
-        0-based step ``step`` in ``.grad``; return the loss ``(total, terms)``."""
+        """Leave the gradients of ``batch`` (a ``harness.training.inputs.Batch``, or ``(images,
+        captions, negatives or None)``) at the 0-based step ``step`` in ``.grad``; return the loss
+        ``(total, terms)``."""
         raise NotImplementedError
 
     def terms(self, fx: torch.Tensor, fy: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -59,7 +62,8 @@ class PlainStep(Step):
     """One process, the whole batch in one forward (with graph) and one backward."""
 
     def __call__(self, batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        fx, fy, kwargs = step_inputs(self.encoder, batch, self.device, self.precision, self.extras, step, self.steps)
+        fx, fy, kwargs = step_inputs(self.encoder, batch, self.device, self.precision, self.extras, step, self.steps,
+                                     self.ema)
         terms = self.terms(fx, fy, kwargs)
         total = self.total(terms, step)
         self.backward(total)

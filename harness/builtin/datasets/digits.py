@@ -71,11 +71,15 @@ class DigitPairs:
         texts = [caption(CAPTION_TEMPLATES[t], int(d)) for t, d in zip(picks, self.labels[indices])]
         return self.images[indices], texts
 
+    def caption_groups(self, indices: np.ndarray, captions: list[str]) -> np.ndarray:
+        """The ``caption_group`` of each pair: its digit (every caption of a digit means the same)."""
+        return self.labels[np.asarray(indices, dtype=np.int64)].astype(np.int64)
+
 
 class DigitsDataset:
     """Real handwritten digits (scikit-learn load_digits, offline), upscaled and captioned."""
 
-    supplies: tuple[str, ...] = ()  # no hard-negative captions
+    supplies: tuple[str, ...] = ("caption_group",)  # the digit; no hard-negative captions
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from harness.api import Precision, bind_params, one_line
 from harness.builtin.datasets.files import LOCAL_PATH
 from harness.builtin.encoders.configs import ModelName
 from harness.builtin.encoders.preprocess import ImagePreprocessor
+from harness.builtin.encoders.tokens import TokenCache, cacheable
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 # keys whose shape follows embed_dim: ViT / text projections, timm and HF heads (``proj.0.weight``)
@@ -228,6 +229,7 @@ class OpenClipEncoder:
         self.augment = bool(augment)
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.tokenizer = open_clip.get_tokenizer(self.config_name)
+        self._tokens = TokenCache(self.tokenizer) if cacheable(self.tokenizer) else self.tokenizer
         pp = self.model.visual.preprocess_cfg
         self._preprocess = ImagePreprocessor(
             size=pp["size"],
@@ -255,9 +257,20 @@ class OpenClipEncoder:
         return self.tokenize(captions)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """open_clip's BPE tokens (N, context_length), int64, on the model's device."""
+        """open_clip's BPE tokens (N, context_length), int64, on the model's device; each distinct
+        text is tokenized once per encoder (``tokens.TokenCache``: the same tensor)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return self.tokenizer(texts).to(self.device)
+        return self._tokens(texts).to(self.device)
+
+    def compact_vocabulary(self, rows: int) -> None:
+        """Train only ``rows`` rows of the text tower's token embedding, given to tokens as they are
+        first read (``vocabulary.CompactTokenEmbedding``); call before training. Off by default: the
+        same maths row for row, but gradient clipping's norm over the smaller table can differ in its
+        last bit, so a clipped run's numbers drift from the full table's (see ``benchmarks/README.md``)."""
+        from harness.builtin.encoders.vocabulary import compact_token_embedding
+
+        if compact_token_embedding(self.model, rows) is None:
+            raise ValueError(f"{self.config_name}: no token embedding to compact")
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(x)

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from harness.api import ArithmeticSet, EmbeddedSet, EvalContext, MetricInfo, Skip
 from harness.builtin.evaluations.keys import number_key, safe_key
-from harness.builtin.evaluations.references import arithmetic_rows
+from harness.builtin.evaluations.references import cached_arithmetic_rows
 
 METRICS = {
     "hit1": MetricInfo("Arithmetic hit@1", "downstream", True),
@@ -81,12 +81,13 @@ class Arithmetic:
         return out
 
     def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
-        """Chance and the blind oracle of each set's hit@k, the same at every lambda (see ``references``)."""
+        """Chance and the blind oracle of each set's hit@k, the same at every lambda (see ``references``;
+        kept in ``ctx.cache_dir`` when the runner gives one)."""
         rows: dict[str, dict[str, float]] = {}
         for es in ctx.of_type(ArithmeticSet):
             if not es.record.triplets or es.image_emb.shape[0] < 2:
                 continue
-            for row, hits in arithmetic_rows(es.record).items():
+            for row, hits in cached_arithmetic_rows(es.record, ctx.cache_dir).items():
                 for lam in self.lambdas:
                     for hit, value in hits.items():
                         rows.setdefault(row, {})[f"{safe_key(es.record.name)}.{number_key('lambda', lam)}.{hit}"] = value

@@ -8,7 +8,6 @@ CUDA and trains its own torch head, so it is not used.)
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 import numpy as np
@@ -16,10 +15,10 @@ from pydantic import Field
 
 from harness.api import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 from harness.builtin.evaluations.keys import safe_key
-from harness.builtin.evaluations.references import PIXELS, classification_rows, pixel_features
+from harness.builtin.evaluations.reference_cache import cached, content_key, is_rate
+from harness.builtin.evaluations.references import PIXEL_SIDE, PIXELS, classification_rows, pixel_features
 
 METRICS = {"accuracy": MetricInfo("Linear probe accuracy", "downstream", True)}
-_PIXEL_CACHE: dict[str, float] = {}  # raw-pixel probe results by content digest: a pure function's memo
 
 
 def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,15 +34,30 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[
 
 def probe_accuracy(
     features: np.ndarray, labels: np.ndarray, test_fraction: float, C: float, max_iter: int, seed: int,
-    candidates: np.ndarray | None = None,
+    candidates: np.ndarray | None = None, threads: int | None = None,
 ) -> float:
     """Test accuracy of a logistic regression trained on a seeded split of (features, labels).
 
     With ``candidates`` ((N, k) class indices) each test image is classified among its own k
     classes (the probe's highest score among them), as zero-shot does for multiple-choice sets.
+    Every BLAS/OpenMP pool works with ``threads`` (default: torch's, the job's pin) while it runs,
+    including those scikit-learn and scipy load after the job pinned its pools: unpinned, they
+    spread over every core, which made the probe several times slower and machine-dependent.
     """
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
+    with threadpool_limits(limits=threads if threads is not None else _job_threads()):
+        return _probe_accuracy(features, labels, test_fraction, C, max_iter, seed, candidates, LogisticRegression)
+
+
+def _job_threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def _probe_accuracy(features, labels, test_fraction, C, max_iter, seed, candidates, LogisticRegression) -> float:
     train, test = split_indices(labels, test_fraction, seed)
     classes = np.unique(labels[train])
     if len(classes) == 1:  # one class in train: the only possible prediction
@@ -94,25 +108,31 @@ class LinearProbe:
         return out
 
     def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
-        """Chance, the blind oracle and the same probe on raw pixels, per set (see ``references``)."""
+        """Chance, the blind oracle and the same probe on raw pixels, per set (see ``references``; the
+        job-independent values are kept in ``ctx.cache_dir`` when the runner gives one)."""
         rows: dict[str, dict[str, float]] = {}
         for es in ctx.of_type(ClassificationSet):
             labels = np.asarray(es.record.labels)
             if len(labels) < 2 or len(np.unique(labels)) < 2:
                 continue
-            values = classification_rows(es.record)
-            values[PIXELS] = self._pixel_probe(es.record, labels)
+            values = classification_rows(es.record, ctx.cache_dir)
+            values[PIXELS] = self._pixel_probe(es.record, labels, ctx.cache_dir)
             for row, value in values.items():
                 rows.setdefault(row, {})[f"{safe_key(es.record.name)}.accuracy"] = value
         return rows
 
-    def _pixel_probe(self, record, labels: np.ndarray, seed: int = 0) -> float:
+    def _pixel_probe(self, record, labels: np.ndarray, cache_dir=None, seed: int = 0) -> float:
         """The probe on raw pixels, on the split of seed 0 (it does not depend on the job, only on the
-        set): the same set and settings give the same number, so it is computed once per process."""
+        set and the probe's settings): computed once per process, and once per run of jobs when
+        ``cache_dir`` is given (``reference_cache``), under the features', labels' and settings' key.
+        On one thread whatever the job's, so that the value is a function of that key alone."""
         feats = pixel_features(record.images)
-        key = hashlib.sha256(feats.tobytes() + labels.tobytes() + repr((self.test_fraction, self.C, self.max_iter,
-                             seed)).encode()).hexdigest()
-        if key not in _PIXEL_CACHE:
-            _PIXEL_CACHE[key] = probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
-                                               record.tags.get("candidates"))
-        return _PIXEL_CACHE[key]
+        candidates = record.tags.get("candidates")
+        params = {"test_fraction": self.test_fraction, "C": self.C, "max_iter": self.max_iter, "seed": seed,
+                  "pixel_side": PIXEL_SIDE}
+        content = {"features": feats, "labels": labels,
+                   "candidates": np.asarray(candidates) if candidates is not None else None}
+        key = content_key("pixel-probe", params, content, libraries=("numpy", "scikit-learn", "scipy"))
+        return cached(cache_dir, "pixel-probe", key, valid=is_rate, about={"set": str(record.name), **params},
+                      compute=lambda: probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
+                                                     candidates, threads=1))

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from harness.builtin.evaluations.reference_cache import cached, content_key, is_rate, is_rows
 
 CHANCE, ORACLE, PIXELS = "chance", "blind oracle", "raw pixels"
 ROWS = (CHANCE, ORACLE, PIXELS)
@@ -62,16 +65,22 @@ def oracle_accuracy(labels: np.ndarray, attributes: dict[str, np.ndarray], known
     return float(credit / n) if n else math.nan
 
 
-def blind_oracle(record: Any) -> float | None:
+def blind_oracle(record: Any, cache_dir: Path | None = None) -> float | None:
     """The blind oracle's accuracy: ``tags["oracle_accuracy"]`` when the dataset computes it from
     its generative model (exact), else estimated from ``tags["oracle_features"]`` (the best of
-    them; a cross-fitted, slightly conservative estimate), else None."""
+    them; a cross-fitted, slightly conservative estimate; kept in ``cache_dir`` when given), else None."""
     if record.tags.get("oracle_accuracy") is not None:
         return float(record.tags["oracle_accuracy"])
     subsets, attributes = record.tags.get("oracle_features"), record.tags.get("attributes")
     if not subsets or not attributes:
         return None
-    return max(oracle_accuracy(record.labels, attributes, list(known)) for known in subsets)
+    subsets = [list(known) for known in subsets]
+    used = sorted({a for known in subsets for a in known}, key=str)
+    content = {"labels": np.asarray(record.labels), "subsets": subsets,
+               "attributes": {str(a): np.asarray(attributes[a]) for a in used}}
+    key = content_key("blind-oracle", {}, content)
+    return cached(cache_dir, "blind-oracle", key, valid=is_rate, about={"set": str(record.name)},
+                  compute=lambda: max(oracle_accuracy(record.labels, attributes, known) for known in subsets))
 
 
 def pixel_features(images: Any) -> np.ndarray:
@@ -84,7 +93,7 @@ def pixel_features(images: Any) -> np.ndarray:
     return (arr / 255.0).reshape(n, -1).astype(np.float32)
 
 
-def classification_rows(record: Any) -> dict[str, float]:
+def classification_rows(record: Any, cache_dir: Path | None = None) -> dict[str, float]:
     """{row: value} of the label-only rows (chance, blind oracle) of a classification set.
 
     For a multiple-choice set (``tags["candidates"]``) chance is a uniform pick among each image's
@@ -93,7 +102,7 @@ def classification_rows(record: Any) -> dict[str, float]:
     candidates = record.tags.get("candidates")
     chance = float(np.mean([1.0 / len(c) for c in candidates])) if candidates is not None else best_constant(record.labels)
     rows = {CHANCE: chance}
-    oracle = blind_oracle(record)
+    oracle = blind_oracle(record, cache_dir)
     if oracle is not None:
         rows[ORACLE] = oracle
     return rows
@@ -111,24 +120,87 @@ def arithmetic_rows(record: Any) -> dict[str, dict[str, float]]:
     """{row: {"hit1": .., "hit5": ..}} for an arithmetic set: a random gallery image, and an oracle
     that knows the source's attributes except the one the query changes and picks at random among
     the gallery images that share them (``tags["attributes"]`` per gallery image and
-    ``tags["changed"]``, the attribute each triplet changes)."""
+    ``tags["changed"]``, the attribute each triplet changes).
+
+    Linear in the gallery and the target lists: the gallery images are grouped once per changed
+    attribute by the values of the attributes kept, so a triplet's candidates are its source's
+    group (the source excluded). The per-triplet values and their means are those of a direct
+    comparison of every image with every source (``tests/test_references.py`` checks both agree).
+    """
     n = len(record.images)
     rows: dict[str, dict[str, float]] = {CHANCE: {}, ORACLE: {}}
+    triplets = list(record.triplets)
+    if not triplets:
+        return {}
     attributes, changed = record.tags.get("attributes"), record.tags.get("changed")
+    source = np.array([int(t.source) for t in triplets], dtype=np.int64)
+    # (triplet, target) pairs, each target once and never the source, in a flat array
+    which, target = [], []
+    for i, t in enumerate(triplets):
+        ids = set(t.target_ids) - {t.source}
+        which += [i] * len(ids)
+        target += [int(j) for j in ids]
+    which_arr, target_arr = np.array(which, dtype=np.int64), np.array(target, dtype=np.int64)
+    n_targets = np.bincount(which_arr, minlength=len(triplets))
+    oracle_pair = None
+    if attributes and changed:
+        if len(changed) < len(triplets):
+            raise ValueError(f"tags['changed'] names {len(changed)} attributes for {len(triplets)} triplets")
+        changed = list(changed)[: len(triplets)]
+        inside = (target_arr >= 0) & (target_arr < n)  # an id outside the gallery is never a candidate
+        which_in, target_in = which_arr[inside], target_arr[inside]
+        group = np.empty(len(triplets), dtype=np.int64)  # the source's group, per triplet
+        size = np.empty(len(triplets), dtype=np.int64)  # images in that group
+        shared = np.zeros(len(triplets), dtype=np.int64)  # targets in that group
+        for asked in dict.fromkeys(changed):
+            rows_of = np.array([i for i, c in enumerate(changed) if c == asked], dtype=np.int64)
+            codes = _group_codes([attributes[a] for a in attributes if a != asked], n)
+            counts = np.bincount(codes, minlength=int(codes.max()) + 1) if n else np.zeros(0, dtype=np.int64)
+            group[rows_of] = codes[source[rows_of]]
+            size[rows_of] = counts[group[rows_of]]
+            mine = np.isin(which_in, rows_of)
+            same = codes[target_in[mine]] == group[which_in[mine]]
+            shared += np.bincount(which_in[mine], weights=same, minlength=len(triplets)).astype(np.int64)
+        oracle_pair = (shared, size - 1)  # the candidates: the source's group but the source
     for k in (1, 5):
-        chance, oracle = [], []
-        for i, t in enumerate(record.triplets):
-            targets = set(t.target_ids) - {t.source}
-            chance.append(_hit_at(len(targets), n - 1, k))
-            if attributes and changed:
-                kept = [a for a in attributes if a != changed[i]]
-                candidates = [j for j in range(n) if j != t.source
-                              and all(attributes[a][j] == attributes[a][t.source] for a in kept)]
-                oracle.append(_hit_at(len(targets & set(candidates)), len(candidates), k))
-        rows[CHANCE][f"hit{k}"] = float(np.mean(chance))
-        if oracle:
-            rows[ORACLE][f"hit{k}"] = float(np.mean(oracle))
+        rows[CHANCE][f"hit{k}"] = float(np.mean(_hits(n_targets, np.full(len(triplets), n - 1), k)))
+        if oracle_pair is not None:
+            rows[ORACLE][f"hit{k}"] = float(np.mean(_hits(*oracle_pair, k)))
     return {row: values for row, values in rows.items() if values}
+
+
+def cached_arithmetic_rows(record: Any, cache_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """``arithmetic_rows(record)``, kept in ``cache_dir`` (when given) under the gallery's content."""
+    attributes = record.tags.get("attributes") or {}
+    content = {
+        "gallery": len(record.images),
+        "triplets": [[int(t.source), [int(j) for j in t.target_ids]] for t in record.triplets],
+        "attributes": {str(a): np.asarray(v) for a, v in attributes.items()},
+        "attribute_order": [str(a) for a in attributes],
+        "changed": list(record.tags.get("changed") or []),
+    }
+    key = content_key("arithmetic", {}, content)
+    return cached(cache_dir, "arithmetic", key, lambda: arithmetic_rows(record), is_rows,
+                  about={"set": str(record.name)})
+
+
+def _group_codes(columns: list[Any], n: int) -> np.ndarray:
+    """(n,) int codes, equal exactly where every column's values are equal (Python ``==``)."""
+    codes: dict[tuple, int] = {}
+    lists = [col.tolist() if isinstance(col, np.ndarray) else list(col) for col in columns]
+    keys = zip(*lists) if lists else [()] * n
+    return np.array([codes.setdefault(key, len(codes)) for key in keys], dtype=np.int64).reshape(n)
+
+
+def _hits(targets: np.ndarray, candidates: np.ndarray, k: int) -> list[float]:
+    """``_hit_at`` of each (targets, candidates) pair, each distinct pair computed once."""
+    memo: dict[tuple[int, int], float] = {}
+    out = []
+    for pair in zip(targets.tolist(), candidates.tolist()):
+        if pair not in memo:
+            memo[pair] = _hit_at(pair[0], pair[1], k)
+        out.append(memo[pair])
+    return out
 
 
 def _hit_at(targets: int, candidates: int, k: int) -> float:

@@ -124,7 +124,7 @@ class ZeroShotClassification:
     def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
         """Chance and the blind oracle of each set's top-1 and of ``mean_top1`` (see ``references``)."""
         records = [es.record for es in ctx.of_type(ClassificationSet)]
-        per_set = {safe_key(r.name): classification_rows(r) for r in records}
+        per_set = {safe_key(r.name): classification_rows(r, ctx.cache_dir) for r in records}
         rows: dict[str, dict[str, float]] = {}
         for name, values in per_set.items():
             for row, value in values.items():

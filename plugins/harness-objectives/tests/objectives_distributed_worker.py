@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from objectives_helpers import NAMES, inputs_for, total  # noqa: E402
+from objectives_helpers import NAMES, V3_NAMES, build_v3, inputs_for, total, v3_inputs  # noqa: E402
 
 import harness  # noqa: E402
 
@@ -37,6 +37,16 @@ def main() -> None:
             "grad_x": xs.grad.tolist() if xs.grad is not None else None,
             "grad_y": ys.grad.tolist() if ys.grad is not None else None,
         }
+    for name in V3_NAMES:  # two consecutive steps: the state each rank updates from the gathered batch
+        loss = build_v3(name, 17)
+        steps = []
+        for step in range(2):
+            x, y, extras = v3_inputs(name, n, 6, seed=21 + step, dataset_size=17)  # the extras gathered, whole
+            xs, ys = x[rows].clone().requires_grad_(True), y[rows].clone().requires_grad_(True)
+            value = total(loss(xs, ys, **extras))
+            value.backward()
+            steps.append({"value": float(value.detach()), "grad_x": xs.grad.tolist(), "grad_y": ys.grad.tolist()})
+        out[name] = {"steps": steps, "state": {k: v.double().flatten().tolist() for k, v in loss.state_dict().items()}}
     dist.destroy_process_group()
     Path(out_path).write_text(json.dumps(out))
 

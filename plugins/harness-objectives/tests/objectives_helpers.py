@@ -42,3 +42,41 @@ def inputs_for(name, n, d, seed=0, dtype=torch.float64, k=3, step=37):
 def total(terms):
     assert isinstance(terms, dict) and terms
     return sum(terms.values())
+
+
+# ------------------------------------------------------------------------------- contract v3
+
+#: the losses that use the extras of contract v3 (index and setup, caption_group, momentum towers)
+V3_NAMES = ["sogclr", "unicl", "albef_itc"]
+
+
+def v3_inputs(name, n, d, seed=0, dtype=torch.float64, dataset_size=None):
+    """(image_features, text_features, extras) for a v3 loss: the extras it declares, synthesised.
+
+    ``index``: n distinct rows of a split of ``dataset_size`` pairs (default 2n + 1, so consecutive
+    batches revisit rows); ``caption_group``: about n/3 groups; the momentum features: unit-norm
+    perturbations of the features (as an EMA tower's output near the online one).
+    """
+    x, y, _ = inputs_for("", n, d, seed=seed, dtype=dtype)
+    g = torch.Generator().manual_seed(1000 + seed)
+    extras = {}
+    if name == "sogclr":
+        size = dataset_size if dataset_size is not None else 2 * n + 1
+        extras["index"] = torch.randperm(size, generator=g)[:n]
+    if name == "unicl":
+        extras["caption_group"] = torch.randint(0, max(2, n // 3), (n,), generator=g)
+    if name == "albef_itc":
+        for key, base in (("image_momentum", x), ("text_momentum", y)):
+            m = base.double() + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
+            extras[key] = (m / m.norm(dim=1, keepdim=True)).to(dtype)
+    return x, y, extras
+
+
+def build_v3(name, dataset_size=64, **params):
+    """The registered loss ``name`` built with ``params`` and, where it has one, ``setup(dataset_size)`` called."""
+    import harness
+
+    loss = harness.create_loss(name, **params)
+    if hasattr(loss, "setup"):
+        loss.setup(dataset_size)
+    return loss

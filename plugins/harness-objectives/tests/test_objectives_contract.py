@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import harness
+import harness.api
 import harness_objectives
 from harness.testing import parametrize_with_checks
-from objectives_helpers import NAMES, inputs_for, total
+from objectives_helpers import NAMES, V3_NAMES, inputs_for, total
 
 SRC = Path(harness_objectives.__file__).parent
 
@@ -26,6 +27,9 @@ OUT_OF_RANGE = {
     "barlow_twins": {"off_diagonal_weight": -0.5},
     "clip_cosine_temperature": {"period_steps": 0},
     "negclip": {"temperature": 0.001},
+    "sogclr": {"gamma": 0.0},
+    "unicl": {"temperature": 2.0},
+    "albef_itc": {"momentum": 1.0},
 }
 
 DEFAULTS = {
@@ -37,6 +41,10 @@ DEFAULTS = {
     "barlow_twins": {"off_diagonal_weight": 0.0051},
     "clip_cosine_temperature": {"temperature_min": 0.1, "temperature_max": 1.0, "period_steps": 400},
     "negclip": {"temperature": 0.07, "learnable_temperature": True},
+    "sogclr": {"temperature": 0.01, "gamma": 0.8},
+    "unicl": {"temperature": math.exp(-1.0), "learnable_temperature": True},
+    "albef_itc": {"temperature": 0.07, "learnable_temperature": True, "momentum": 0.995, "alpha": 0.4,
+                  "queue_size": 1024, "embed_dim": 0, "alpha_warmup_steps": 0},
 }
 
 EXTRAS = {
@@ -44,12 +52,14 @@ EXTRAS = {
     "barlow_twins": ["image_raw", "text_raw"],
     "clip_cosine_temperature": ["step", "total_steps"],
     "negclip": ["text_negatives"],
+    "sogclr": ["index"],
+    "unicl": ["caption_group"],
+    "albef_itc": ["image_momentum", "text_momentum"],
 }
 
-
-def test_all_eight_listed_by_the_harness_with_their_distribution():
+def test_all_eleven_listed_by_the_harness_with_their_distribution():
     listed = {p["name"]: p for p in harness.list_plugins() if p["kind"] == "loss"}
-    for name in NAMES:
+    for name in NAMES + V3_NAMES:
         assert name in listed, name
         info = listed[name]
         assert info["distribution"] == "harness-objectives"
@@ -67,10 +77,10 @@ def test_harness_plugins_json_cli_lists_them():
     import json
 
     ours = {p["name"] for p in json.loads(out.stdout) if p["distribution"] == "harness-objectives"}
-    assert ours == set(NAMES)
+    assert ours == set(NAMES + V3_NAMES)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + V3_NAMES)
 def test_create_with_defaults_and_reject_out_of_range(name):
     loss = harness.create_loss(name)
     assert isinstance(loss, torch.nn.Module)
@@ -91,13 +101,13 @@ def test_cross_parameter_checks():
         harness_objectives.LOSSES["dhel"](temperature=True)
 
 
-@parametrize_with_checks([("loss", name) for name in NAMES] + [("loss", f) for f in harness_objectives.LOSSES.values()])
+@parametrize_with_checks([("loss", name) for name in NAMES + V3_NAMES] + [("loss", f) for f in harness_objectives.LOSSES.values()])
 def test_loss_contract(plugin, check):
     """Each rule of the harness's loss contract, on each loss: by name (registered) and by factory."""
     check(plugin)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + V3_NAMES)
 def test_check_loss(name):
     """``check_loss`` (every rule at once) passes, registered and built from the factory directly."""
     from harness.testing import check_loss

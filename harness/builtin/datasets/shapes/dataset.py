@@ -22,6 +22,7 @@ from harness.api import ArithmeticSet, ArithmeticTriplet, ClassificationSet, Eva
 from harness.builtin.datasets.shapes.attributes import COLOURS, POSITIONS, SHAPES, SIZES
 from harness.builtin.datasets.shapes.grammar import (
     caption_draws,
+    caption_groups,
     caption_of,
     captions,
     distinct_captions,
@@ -139,6 +140,11 @@ class ShapesPairs:
                                                self.caption_style))
         return images, texts, negatives
 
+    def caption_groups(self, indices: np.ndarray, captions: list[str]) -> np.ndarray:
+        """The ``caption_group`` of each caption of a batch (``grammar.caption_group``: the same
+        objects and the same background, or none, named; with canonical captions, equal captions)."""
+        return caption_groups(captions)
+
 
 def shape_groups(rows: Scenes, g: int, world: World, rng: np.random.Generator) -> Scenes:
     """Groups of ``g`` scenes that differ only in one object's shape, ``len(rows)`` scenes in all.
@@ -174,10 +180,11 @@ class ShapesDataset:
     ``"canonical"`` (one caption per scene, "small red circle left and large blue square right").
     ``shape_groups``: 1 (default) for batches of the sampled rows; g >= 2 for batches of groups of
     g scenes that differ only in one object's shape (``ShapesPairs``). ``negatives_per_pair``: K
-    hard-negative captions per pair for losses that ask for ``text_negatives``.
+    hard-negative captions per pair for losses that ask for ``text_negatives``. A loss that asks for
+    ``caption_group`` gets each caption's meaning (``grammar.caption_group``).
     """
 
-    supplies = ("text_negatives",)  # loss extras this dataset can feed (``get_batch_with_negatives``)
+    supplies = ("text_negatives", "caption_group")  # loss extras it feeds (get_batch_with_negatives, caption_groups)
     splits = ("test", "validation")  # eval_sets(split="validation"): the same sets from other draws, for tuning
 
     def __init__(

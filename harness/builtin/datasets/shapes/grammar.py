@@ -16,6 +16,11 @@ right"); at most 15 BPE tokens with start and end, so a 16-token context never c
 
 Because the attribute vocabularies are disjoint (``attributes.WORDS``), ``parse_caption`` inverts
 both: split at "and"/";", map each word to its attribute, ignore the rest.
+
+``caption_group`` gives a caption's meaning as one integer (the ``caption_group`` loss extra): two
+captions have the same meaning when they describe the same objects (each object's shape, colour,
+size and position, in any order) and name the same background, or both name none; in the
+canonical style (which never names the background) that is exactly equal captions.
 """
 
 from __future__ import annotations
@@ -239,3 +244,37 @@ def parse_caption(text: str) -> dict[str, Any]:
         if found:
             objects.append(found)
     return {"objects": objects, "background": background}
+
+
+# caption_group: each attribute of an object as its index + 1 (0: not named), mixed radix
+_RADICES = (len(SHAPES) + 1, len(COLOURS) + 1, len(SIZES) + 1, len(POSITIONS) + 1)
+_OBJECT_CODES = int(np.prod(_RADICES)) + 1  # object codes are 1.._OBJECT_CODES - 1
+_INDEX = {kind: {v.name: i for i, v in enumerate(values)}
+          for kind, values in (("shape", SHAPES), ("colour", COLOURS), ("size", SIZES), ("position", POSITIONS))}
+_BACKGROUND_INDEX = {v.name: i for i, v in enumerate(BACKGROUNDS)}
+
+
+def caption_group(text: str) -> int:
+    """The meaning of a caption as a non-negative integer: equal for two captions exactly when
+    ``parse_caption`` reads the same objects from both (as a set: shape, colour, size and position
+    each) and the same background (or none); the code itself, not a hash, so never a collision."""
+    parsed = parse_caption(text)
+    codes = []
+    for obj in parsed["objects"]:
+        code = 0
+        for kind, radix in zip(("shape", "colour", "size", "position"), _RADICES):
+            code = code * radix + (_INDEX[kind][obj[kind]] + 1 if kind in obj else 0)
+        codes.append(code + 1)
+    value = 0
+    for code in sorted(codes):
+        value = value * _OBJECT_CODES + code
+    background = parsed["background"]
+    value = value * (len(BACKGROUNDS) + 1) + (_BACKGROUND_INDEX[background] + 1 if background else 0)
+    if value >= 2**63:
+        raise ValueError(f"caption {text!r} names too many objects for a caption group")
+    return value
+
+
+def caption_groups(texts) -> np.ndarray:
+    """``caption_group`` of each caption, as an int64 array."""
+    return np.array([caption_group(t) for t in texts], dtype=np.int64)
