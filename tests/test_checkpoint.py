@@ -98,6 +98,29 @@ def test_an_interrupted_job_resumes_with_every_number_of_an_uninterrupted_run(to
     assert warnings_of(tmp_path / "second") == []
 
 
+@pytest.mark.parametrize("objective", [{"name": "albef_itc", "params": {"queue_size": 64}}, {"name": "sogclr"}],
+                         ids=["albef_itc-ema-queues", "sogclr-setup-per-pair-state"])
+def test_loss_state_ema_towers_and_setup_resume_exactly(toy, tmp_path, monkeypatch, objective):
+    """harness-objectives' losses with state: ALBEF's momentum towers (``LoopState.ema``) and queues
+    sized at the first batch, SogCLR's per-pair estimates sized by ``setup(dataset_size)``."""
+    pytest.importorskip("harness_objectives")
+    from harness.registry import Registry, set_registry
+
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", f"{fakes.DIST},harness-objectives")
+    set_registry(Registry())
+    data = fakes.toy_suite(steps=23, objectives=[objective])
+    data["train"]["checkpoint_every"] = 5
+    job = expand(parse_suite(data))[0]
+    whole = run_job(job, tmp_path / "whole")
+    result = resumed_run(job, tmp_path, stop=13)
+    assert whole["status"] == result["status"] == "ok", result["traceback"]
+    payload_ema = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)["ema"]
+    assert (payload_ema is not None) == (objective["name"] == "albef_itc")
+    assert result["env"]["resumed_from_step"] == 10 and warnings_of(tmp_path / "second") == []
+    assert without_timing(result["metrics"]) == without_timing(whole["metrics"])
+    assert log_records(tmp_path / "second") == log_records(tmp_path / "whole")
+
+
 def test_checkpoint_holds_everything_a_resume_needs(toy, tmp_path):
     job = toy_job(steps=12, every=4)
     with pytest.raises(KeyboardInterrupt):

@@ -88,14 +88,18 @@ def read(path: Path, limit: int) -> dict[str, Any]:
     return payload
 
 
-def _check_tensors(saved: Any, current: dict[str, Any], what: str) -> None:
-    """``saved`` has exactly ``current``'s keys, each tensor of the same shape and dtype."""
+def _check_tensors(saved: Any, current: dict[str, Any], what: str, lazy: bool = False) -> None:
+    """``saved`` has exactly ``current``'s keys, each tensor of the same shape and dtype. With
+    ``lazy`` (a loss's state), an empty tensor that the loss sizes at its first batch (a queue of
+    width 0 until the features' dimension is known) takes any shape of the same rank: the loss's
+    own ``load_state_dict`` adopts it, or fails and the run starts again from scratch."""
     if not isinstance(saved, dict) or set(saved) != set(current):
         raise CheckpointRefused(f"its {what} state has other entries than this run's")
     for name, now in current.items():
         was = saved[name]
         if isinstance(now, torch.Tensor):
-            if not isinstance(was, torch.Tensor) or was.shape != now.shape or was.dtype != now.dtype:
+            unsized = lazy and now.numel() == 0 and isinstance(was, torch.Tensor) and was.dim() == now.dim()
+            if not isinstance(was, torch.Tensor) or was.dtype != now.dtype or was.shape != now.shape and not unsized:
                 raise CheckpointRefused(f"its {what} entry {name!r} differs in shape or dtype")
         elif type(was) is not type(now):
             raise CheckpointRefused(f"its {what} entry {name!r} differs in type")
@@ -189,7 +193,7 @@ def check(payload: dict[str, Any], key: str, plan, model, loss_fn, state, device
     if not isinstance(step, int) or isinstance(step, bool) or not 0 < step < plan.steps:
         raise CheckpointRefused(f"its step is out of range (got {str(step)[:20]})")
     _check_tensors(payload.get("model"), model.state_dict(), "model")
-    _check_tensors(payload.get("loss"), loss_fn.state_dict(), "loss")
+    _check_tensors(payload.get("loss"), loss_fn.state_dict(), "loss", lazy=True)
     ema = getattr(state, "ema", None)
     if (ema is None) != (payload.get("ema") is None):
         raise CheckpointRefused("it has EMA towers and this run has none, or the other way round")
