@@ -355,7 +355,7 @@ def test_a_killed_run_resumes_each_job_from_its_last_checkpoint(toy, tmp_path, s
 
 @pytest.mark.slow
 def test_a_pool_worker_that_dies_runs_its_jobs_again_from_their_checkpoints(toy, tmp_path):
-    """``--jobs 2``: SIGKILL one worker process once a job has two checkpoints; the pool breaks, both
+    """``--jobs 2``: SIGKILL one worker process once a job has two checkpoints; the pool breaks, the
     jobs in flight run again alone (``env.attempts`` 2) from their checkpoints, with the same numbers."""
     marker = tmp_path / "tries.txt"
     data = fakes.toy_suite(steps=60, sleep=0.02, seeds=[0, 1])
@@ -371,7 +371,8 @@ def test_a_pool_worker_that_dies_runs_its_jobs_again_from_their_checkpoints(toy,
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     results = {j.id: json.loads((out / "toy" / j.id / "result.json").read_text()) for j in jobs}
-    assert all(r["status"] == "ok" and r["env"]["attempts"] == 2 for r in results.values()), err[-2000:]
+    assert all(r["status"] == "ok" and r["env"]["attempts"] in (1, 2) for r in results.values()), err[-2000:]
+    assert results[jobs[0].id]["env"]["attempts"] == 2  # in flight when the pool broke (the other may have ended)
     assert results[jobs[0].id]["env"]["resumed_from_step"] >= 20
     for job in jobs:
         whole = run_job(job, tmp_path / f"whole-{job.id}")
