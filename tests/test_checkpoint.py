@@ -3,6 +3,7 @@ an uninterrupted run, refusal of bad checkpoints, and TensorBoard curves (``log:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -225,12 +226,19 @@ def test_open_clip_tiny_model_resumes_bit_identically(tmp_path):
     }
     job = expand(parse_suite(data))[0]
     torch.set_num_threads(1)
-    whole = run_job(job, tmp_path / "whole")
-    result = resumed_run(job, tmp_path, stop=7)
+    whole = run_job(job, tmp_path / "whole", curves_dir=tmp_path / "tb-whole")
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, tmp_path / "first", progress=interrupt_at(7), checkpoint_dir=tmp_path / "ck", curves_dir=tmp_path / "tb")
+    result = run_job(job, tmp_path / "second", checkpoint_dir=tmp_path / "ck", curves_dir=tmp_path / "tb")
     assert whole["status"] == "ok" and result["status"] == "ok", result["traceback"]
     assert result["env"]["resumed_from_step"] == 6
     assert without_timing(result["metrics"]) == without_timing(whole["metrics"])
     assert log_records(tmp_path / "second") == log_records(tmp_path / "whole")  # probes included
+    if importlib.util.find_spec("tensorboard"):  # the attribute probes over training as curves too
+        curves, resumed = scalars(tmp_path / "tb-whole"), scalars(tmp_path / "tb")
+        assert [s for s, _ in curves["probe/shape"]] == [0, 2, 4, 7, 9]
+        assert {"batch/shape_only_rows", "temperature", "lr"} <= set(curves)
+        assert all(resumed[tag] == curves[tag] for tag in curves if not tag.startswith("throughput"))
 
 
 # ------------------------------------------------------------------ TensorBoard
@@ -294,6 +302,14 @@ def test_log_tensorboard_without_tensorboard_is_one_line_at_validate_time(toy, t
     path.write_text(yaml.safe_dump(data))
     code, _, err = cli("run", str(path), "--out", str(tmp_path / "runs"), "--log", "tensorboard")
     assert code == 2 and "pip install 'contrastive-harness[tensorboard]'" in err
+    if real("tensorboard") is None:
+        return
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    code, _, err = cli("run", str(path), "--out", str(tmp_path / "runs"), "--log", "tensorboard")
+    assert code == 0, err
+    job = expand(parse_suite(data))[0]  # --log changes no job id
+    assert (tmp_path / "runs" / "toy" / job.id / "result.json").is_file()
+    assert [s for s, _ in scalars(tmp_path / "runs" / "toy" / "tensorboard" / job.id)["loss/total"]] == [2]
 
 
 # ------------------------------------------------------------------ a killed process
