@@ -144,3 +144,11 @@ def test_a_worker_that_dies_fails_its_job_after_one_retry_and_the_others_finish(
     assert 3 <= len(attempts) <= 6
     store = tmp_path / "runs" / "toy"
     assert not any((store / ".locks").iterdir()) and not any((store / ".tmp").iterdir())
+
+
+def test_pinned_also_caps_the_pools_a_library_loads_during_the_job(monkeypatch):
+    for name in THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    with pinned(1):
+        assert all(os.environ[name] == "1" for name in THREAD_ENV)
+    assert not any(name in os.environ for name in THREAD_ENV)  # restored

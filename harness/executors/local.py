@@ -54,7 +54,7 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
                         workers = workers or LocalWorkers(jobs)
                         result = workers.run(job, tmp)
                     else:
-                        result = run_job(job, tmp, progress=progress)
+                        result = run_job(job, tmp, progress=progress, cache_dir=store.dir / ".cache")
                 finally:
                     job_bar.close()
                 store.commit(job.id, tmp)

@@ -53,13 +53,13 @@ def _init_worker() -> None:
     _die_with_parent()
 
 
-def _run_in_worker(job_dict: dict[str, Any], tmp: str) -> dict[str, Any]:
+def _run_in_worker(job_dict: dict[str, Any], tmp: str, cache_dir: str | None = None) -> dict[str, Any]:
     """Worker body: one job into ``tmp``; whatever it raises is that job's failed result."""
     from harness.runner import failed_result, run_job
 
     job = Job.from_dict(job_dict)
     try:
-        return run_job(job, tmp)
+        return run_job(job, tmp, cache_dir=cache_dir)
     except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt is one job's failure here
         import traceback
 
@@ -89,7 +89,7 @@ class JobPool:
         if not acquire(self.store, job, self.summary):
             return None
         tmp = self.store.new_tmp(job.id)
-        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp))
+        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp), str(self.store.dir / ".cache"))
         self.flight[future] = (job, tmp)
         return future
 
