@@ -149,17 +149,12 @@ def self_gram(x: Tensor) -> Tensor:
     return _SelfGram.apply(x)
 
 
-class _SymmetricSelfGram(torch.autograd.Function):
+class _SymmetricSelfGram(_SelfGram):
     """G = x @ x.T for a consumer symmetric in G (f(G) = f(G^T)), such as in-modal uniformity.
 
     Such a consumer's gradient g is symmetric, so dL/dx = (g + g^T) x = 2 g x: one product in the
     backward and no transposed N x N read.
     """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return x @ x.T
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:

@@ -197,6 +197,8 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torc
 
     precision = resolve_precision(cfg.precision or getattr(encoder, "precision", None), device)
     t_eval = time.perf_counter()
+    announce = phase_reporter(progress, stats.get("steps", 0))
+    announce("embed")
     sets = embed_sets(encoder, eval_sets_of(dataset, job), device, cfg.eval_batch_size, precision)
     if "embeddings" in job.save:
         save_embeddings(sets, out_dir / "embeddings")
@@ -206,8 +208,18 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torc
     ctx = EvalContext(sets=sets, pair_modality=encoder.pair_modality, seed=job.seed,
                       encode_texts_fn=text_embedder(encoder, device, cfg.eval_batch_size, precision),
                       cache_dir=Path(cache_dir) if cache_dir is not None else None)
-    run_evaluations(evaluations, ctx, result)
+    run_evaluations(evaluations, ctx, result, announce)
     result["env"]["eval_time_s"] = time.perf_counter() - t_eval
+
+
+def phase_reporter(progress: Callable[[TrainState], None] | None, steps: int) -> Callable[[str], None]:
+    """``announce(phase)``: tell the caller's progress callback that the job entered ``phase``
+    (``TrainState.phase``: "embed", "evaluate <name>"), its training done."""
+    def announce(phase: str) -> None:
+        if progress is not None:
+            progress(TrainState(steps, steps, float("nan"), 0.0, phase=phase))
+
+    return announce
 
 
 def eval_sets_of(dataset, job: Job) -> list:
@@ -216,7 +228,8 @@ def eval_sets_of(dataset, job: Job) -> list:
     return dataset.eval_sets() if split == "test" else dataset.eval_sets(split=split)
 
 
-def run_evaluations(evaluations: dict[str, Any], ctx: EvalContext, result: dict[str, Any]) -> None:
+def run_evaluations(evaluations: dict[str, Any], ctx: EvalContext, result: dict[str, Any],
+                    announce: Callable[[str], None] | None = None) -> None:
     """Run each evaluation on the shared context into ``result``; ``Skip`` records its reason.
 
     Each evaluation that produced metrics also records its declared main score
@@ -224,6 +237,8 @@ def run_evaluations(evaluations: dict[str, Any], ctx: EvalContext, result: dict[
     prefixed with the evaluation's name).
     """
     for name, evaluation in evaluations.items():
+        if announce is not None:
+            announce(f"evaluate {name}")
         try:
             metrics = evaluation.evaluate(ctx)
         except Skip as why:

@@ -43,14 +43,23 @@ def thread_env(threads: int) -> dict[str, str]:
 
 @contextlib.contextmanager
 def pinned(threads: int) -> Iterator[None]:
-    """torch and every loaded BLAS/OpenMP pool limited to ``threads`` while the block runs."""
+    """torch and every BLAS/OpenMP pool limited to ``threads`` while the block runs: the pools loaded
+    already (threadpoolctl) and, through ``thread_env`` in the environment, those a library loads
+    during the block (scikit-learn's OpenMP, scipy's OpenBLAS); all restored afterwards."""
     import torch
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
     torch.set_num_threads(threads)
+    os.environ.update(thread_env(threads))
     try:
         with threadpool_limits(limits=threads):
             yield
     finally:
         torch.set_num_threads(before)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

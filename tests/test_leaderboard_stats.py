@@ -533,3 +533,12 @@ def test_infinite_and_nan_values_are_values_not_crashes(tmp_path):
         (root / f"j{i}" / "result.json").write_text(text)
     out = build_leaderboard(root, out=tmp_path / "lb")
     assert (out / "index.html").exists() and (out / "pairwise.csv").exists()
+
+
+def test_an_objective_within_the_detectable_difference_of_chance_is_marked():
+    from harness.leaderboard.tables import near_chance
+
+    means, lows, highs = [0.33, 0.40, 0.70, float("nan")], [0.31, 0.36, 0.65, float("nan")], [0.35, 0.44, 0.75, float("nan")]
+    assert near_chance(means, lows, highs, 0.32, detectable=0.05) == [True, False, False, False]
+    assert near_chance(means, lows, highs, 0.37, detectable=None) == [False, True, False, False]  # chance inside the CI
+    assert near_chance(means, lows, highs, 0.37, detectable=0.05) == [True, True, False, False]

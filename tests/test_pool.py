@@ -144,3 +144,40 @@ def test_a_worker_that_dies_fails_its_job_after_one_retry_and_the_others_finish(
     assert 3 <= len(attempts) <= 6
     store = tmp_path / "runs" / "toy"
     assert not any((store / ".locks").iterdir()) and not any((store / ".tmp").iterdir())
+
+
+def test_pinned_also_caps_the_pools_a_library_loads_during_the_job(monkeypatch):
+    for name in THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    with pinned(1):
+        assert all(os.environ[name] == "1" for name in THREAD_ENV)
+    assert not any(name in os.environ for name in THREAD_ENV)  # restored
+
+
+def test_a_job_reports_its_phases_after_training(toy, tmp_path):
+    from harness.runner import run_job
+    from harness.suite import expand, parse_suite
+
+    job = expand(parse_suite(fakes.toy_suite(steps=4)))[0]
+    seen = []
+    result = run_job(job, tmp_path / "job", progress=lambda state: seen.append((state.phase, state.step)))
+    assert result["status"] == "ok"
+    phases = [p for p, _ in seen]
+    assert phases[:4] == ["train"] * 4 and [s for _, s in seen[:4]] == [1, 2, 3, 4]
+    assert phases[4:] == ["embed", "evaluate toy_meancos"]
+
+
+@pytest.mark.slow
+def test_the_pool_shows_the_phases_of_the_jobs_in_flight(toy, tmp_path):
+    from harness.executors.common import Summary
+    from harness.executors.pool import JobPool
+    from harness.store import Store
+    from harness.suite import expand, parse_suite
+
+    jobs = expand(parse_suite(fakes.toy_suite(steps=30, sleep=0.05, seeds=(0, 1))))
+    store = Store(tmp_path / "runs", "toy")
+    seen, done = [], []
+    JobPool(store, 2, 1, Summary(), lambda job, result: done.append(result["status"]), seen.append).run(jobs)
+    assert done == ["ok", "ok"]
+    texts = [t for phases in seen for t in phases.values()]
+    assert any(t.startswith("train ") and t.endswith("/30") for t in texts), texts

@@ -42,7 +42,10 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
                 tmp = store.new_tmp(job.id)
                 job_bar = tqdm(desc=printable(job.objective.display)[:30], unit="step", position=1, leave=False, disable=quiet)
 
-                def progress(state, bar=job_bar):
+                def progress(state, bar=job_bar, name=printable(job.objective.display)[:24]):
+                    if state.phase != "train":  # training done: say which phase holds the job now
+                        bar.set_description(f"{name}: {state.phase}"[:60])
+                        return
                     bar.total = state.total
                     bar.update(state.step - bar.n)
                     bar.set_postfix(loss=f"{state.loss:.3f}", sps=f"{state.samples_per_s:.0f}", refresh=False)
@@ -54,7 +57,8 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
                         workers = workers or LocalWorkers(jobs)
                         result = workers.run(job, tmp, side_dirs(store, job))
                     else:
-                        result = run_job(job, tmp, progress=progress, attempt=1, **side_dirs(store, job))
+                        result = run_job(job, tmp, progress=progress, cache_dir=store.dir / ".cache", attempt=1,
+                                         **side_dirs(store, job))
                 finally:
                     job_bar.close()
                 store.commit(job.id, tmp)

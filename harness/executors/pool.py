@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from typing import Any, Callable
 
 from harness.errors import one_line, printable
@@ -49,19 +50,45 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker() -> None:
+_PHASES = None  # in a worker: the driver's queue of (job id, phase text) for its progress line
+
+
+def _init_worker(phases=None) -> None:
+    global _PHASES
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles the user's Ctrl-C and stops us
     _die_with_parent()
+    _PHASES = phases
 
 
-def _run_in_worker(job_dict: dict[str, Any], tmp: str, dirs: dict[str, str | None] | None = None,
-                   attempt: int = 1) -> dict[str, Any]:
+def _reporter(job_id: str) -> Callable[[Any], None] | None:
+    """The progress callback of a job in a worker: its phase ("train 120/600", "evaluate gap") sent
+    to the driver at most twice a second, dropped rather than ever blocking the job."""
+    if _PHASES is None:
+        return None
+    last = [0.0, ""]
+
+    def report(state) -> None:
+        text = f"train {state.step}/{state.total}" if state.phase == "train" else state.phase
+        now = time.monotonic()
+        if state.phase == "train" and now - last[0] < 0.5 or text == last[1]:
+            return
+        last[:] = [now, text]
+        try:
+            _PHASES.put_nowait((job_id, text))
+        except Exception:  # a full or closed queue: the progress line misses one update
+            pass
+
+    return report
+
+
+def _run_in_worker(job_dict: dict[str, Any], tmp: str, cache_dir: str | None = None,
+                   dirs: dict[str, str | None] | None = None, attempt: int = 1) -> dict[str, Any]:
     """Worker body: one job into ``tmp``; whatever it raises is that job's failed result."""
     from harness.runner import failed_result, run_job
 
     job = Job.from_dict(job_dict)
     try:
-        return run_job(job, tmp, attempt=attempt, **(dirs or {}))
+        return run_job(job, tmp, progress=_reporter(job.id), cache_dir=cache_dir, attempt=attempt, **(dirs or {}))
     except BaseException as exc:  # noqa: BLE001 - a plugin's KeyboardInterrupt is one job's failure here
         import traceback
 
@@ -72,17 +99,20 @@ class JobPool:
     """Up to ``n`` jobs at once in worker processes; ``finished`` is called in the driver for each."""
 
     def __init__(self, store: Store, n: int, threads: int, summary: Summary,
-                 finished: Callable[[Job, dict[str, Any]], None]):
+                 finished: Callable[[Job, dict[str, Any]], None], shown: Callable[[dict[str, str]], None] | None = None):
         self.store, self.n, self.threads, self.summary, self.finished = store, n, threads, summary, finished
         self.pool: cf.ProcessPoolExecutor | None = None
         self.flight: dict[cf.Future, tuple[Job, Any]] = {}
+        self.shown = shown  # called with {job display: phase} of the jobs in flight, as phases change
+        self.phases = multiprocessing.get_context("spawn").Queue(maxsize=1000) if shown is not None else None
+        self.current: dict[str, str] = {}
 
     def _start(self, n: int) -> cf.ProcessPoolExecutor:
         saved = {k: os.environ.get(k) for k in thread_env(self.threads)}
         os.environ.update(thread_env(self.threads))  # inherited by the workers as they spawn
         try:
             return cf.ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=_init_worker)
+                                          initializer=_init_worker, initargs=(self.phases,))
         finally:
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -91,7 +121,8 @@ class JobPool:
         if not acquire(self.store, job, self.summary):
             return None
         tmp = self.store.new_tmp(job.id)
-        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp), side_dirs(self.store, job), attempt)
+        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp), str(self.store.dir / ".cache"),
+                             side_dirs(self.store, job), attempt)
         self.flight[future] = (job, tmp)
         return future
 
@@ -116,7 +147,8 @@ class JobPool:
                     self._submit(self.pool, queue.pop(0))
                 if not self.flight:
                     continue
-                done, _ = cf.wait(list(self.flight), timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait(list(self.flight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                self._show()
                 broken = [f for f in done if isinstance(f.exception(), cf.process.BrokenProcessPool)]
                 for future in done:
                     if future not in broken:  # finished before the pool broke: kept
@@ -137,6 +169,22 @@ class JobPool:
             raise
         finally:
             self._close(kill=False)
+
+    def _show(self) -> None:
+        """Drain the workers' phase reports and pass the in-flight jobs' phases to ``shown``."""
+        if self.phases is None:
+            return
+        changed = False
+        try:
+            while True:
+                job_id, text = self.phases.get_nowait()
+                self.current[job_id] = text
+                changed = True
+        except Exception:  # queue.Empty (or a closed queue)
+            pass
+        if changed:
+            flying = {job.id: job for job, _ in self.flight.values()}
+            self.shown({flying[i].objective.display: t for i, t in self.current.items() if i in flying})
 
     def _drop_broken(self) -> list[Job]:
         """The jobs in flight when a worker died, released to run again alone."""
@@ -200,4 +248,8 @@ def run_pool(store: Store, jobs: list[Job], summary: Summary, n: int, bar=None) 
         if bar is not None:
             bar.update(1)
 
-    JobPool(store, n, threads, summary, finished).run(jobs)
+    def shown(phases: dict[str, str]) -> None:
+        if bar is not None:
+            bar.set_postfix_str(" | ".join(f"{printable(k)[:20]}: {v}" for k, v in phases.items())[:100])
+
+    JobPool(store, n, threads, summary, finished, shown if bar is not None else None).run(jobs)

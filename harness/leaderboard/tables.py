@@ -179,13 +179,33 @@ def _main_table(rows: pd.DataFrame, stats: TableStats) -> Table:
     if head.reference is not None:
         cols.append((f"vs {head.reference} (paired t, Holm)",
                      [Cell(t, _value(p)) for t, p in zip(rows["vs_reference"], rows["p_holm_vs_reference"])]))
+    chance = stats.references.main.get(CHANCE)
+    if chance is not None:
+        near = near_chance(means, rows["ci_low"], rows["ci_high"], chance, head.detectable.mdd if head.detectable else None)
+        cols.append(("near chance?", [Cell("≈ chance" if n else "") for n in near]))
     refs = []
     for label in stats.references.values:
         if label in stats.references.main:
             m = stats.references.main[label]
             refs.append([Cell(label), Cell(fmt_number(m), m), Cell("—"), Cell("—"), Cell("reference"), Cell("—")]
-                        + ([Cell("—")] if head.reference is not None else []))
+                        + ([Cell("—")] if head.reference is not None else []) + ([Cell("")] if chance is not None else []))
     return Table("Main score", [h for h, _ in cols], [list(r) for r in zip(*(c for _, c in cols))], refs)
+
+
+CHANCE = "chance"  # the reference row an evaluation names chance (harness.builtin.evaluations.references)
+
+
+def near_chance(means, lows, highs, chance: float, detectable: float | None) -> list[bool]:
+    """Per objective: is its main score within the detectable difference of chance (when the table
+    has one), or is chance inside its bootstrap CI? Then the page marks it "≈ chance": its number is
+    not evidence that it learned anything."""
+    out = []
+    for m, lo, hi in zip(means, lows, highs):
+        m, lo, hi = float(m), float(lo), float(hi)
+        within = detectable is not None and math.isfinite(detectable) and abs(m - chance) <= detectable
+        inside = math.isfinite(lo) and math.isfinite(hi) and lo <= chance <= hi
+        out.append(bool(math.isfinite(m) and (within or inside)))
+    return out
 
 
 def _interval(low: float, high: float, like: float | None = None) -> str:

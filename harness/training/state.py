@@ -25,6 +25,7 @@ class TrainState:
     total: int
     loss: float
     samples_per_s: float
+    phase: str = "train"  # after training: "embed", then "evaluate <name>" for each evaluation
 
 
 class RandState:
