@@ -121,8 +121,13 @@ class JobPool:
         if not acquire(self.store, job, self.summary):
             return None
         tmp = self.store.new_tmp(job.id)
-        future = pool.submit(_run_in_worker, job.to_dict(), str(tmp), str(self.store.dir / ".cache"),
-                             side_dirs(self.store, job), attempt)
+        try:
+            future = pool.submit(_run_in_worker, job.to_dict(), str(tmp), str(self.store.dir / ".cache"),
+                                 side_dirs(self.store, job), attempt)
+        except BaseException:  # BrokenProcessPool: a worker died since the last wait; the job never started
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.store.release(job.id)
+            raise
         self.flight[future] = (job, tmp)
         return future
 
@@ -143,9 +148,17 @@ class JobPool:
         try:
             while queue or self.flight:
                 self.pool = self.pool or self._start(self.n)
+                refused = False
                 while queue and len(self.flight) < self.n:
-                    self._submit(self.pool, queue.pop(0))
+                    try:
+                        self._submit(self.pool, queue[0])
+                    except cf.process.BrokenProcessPool:  # the jobs in flight will show it; this one waits
+                        refused = True
+                        break
+                    queue.pop(0)
                 if not self.flight:
+                    if refused:  # nothing in flight to surface the break: a fresh pool for the queue
+                        self._close(kill=True)
                     continue
                 done, _ = cf.wait(list(self.flight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
                 self._show()
