@@ -324,15 +324,16 @@ def harness_cli(args: list[str], site: Path, cwd: Path, background: bool = False
 
 
 def wait_for_checkpoints(path: Path, count: int, proc, timeout: float = 120) -> None:
-    """Until ``path`` has been (re)written ``count`` times (seen by its inode changing)."""
-    seen: set[int] = set()
+    """Until ``path`` has been (re)written ``count`` times (seen by its inode and mtime changing)."""
+    seen: set[tuple[int, int]] = set()
     deadline = time.time() + timeout
     while len(seen) < count:
         if time.time() > deadline or proc.poll() is not None:
             proc.kill()
             pytest.fail(f"saw {len(seen)} checkpoint(s) of {count} before the run ended or timed out")
         try:
-            seen.add(os.stat(path).st_ino)
+            info = os.stat(path)
+            seen.add((info.st_ino, info.st_mtime_ns))  # an inode number alone may be reused
         except FileNotFoundError:
             pass
         time.sleep(0.01)

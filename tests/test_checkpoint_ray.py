@@ -93,11 +93,12 @@ def run_and_strike(tmp_path: Path, name: str, strike) -> tuple[dict, list[list[s
     struck: list[str] = []
 
     def watch() -> None:
-        seen: set[int] = set()
+        seen: set[tuple[int, int]] = set()
         deadline = time.time() + 240
         while len(seen) < 2 and time.time() < deadline:
             try:
-                seen.add(os.stat(ckpt).st_ino)
+                info = os.stat(ckpt)
+                seen.add((info.st_ino, info.st_mtime_ns))  # an inode number alone may be reused
             except FileNotFoundError:
                 pass
             time.sleep(0.01)
