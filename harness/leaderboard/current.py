@@ -70,12 +70,18 @@ class Current:
 
 
 def configuration(job: dict[str, Any]) -> dict[str, Any]:
-    """What, besides the seed, makes a job's numbers (``harness.job.Job.identity`` without the seed)."""
-    def spec(s: Any) -> Any:
-        return {"name": s.get("name"), "params": s.get("params") or {}} if isinstance(s, dict) else s
+    """What, besides the seed, makes a job's numbers (``harness.job.Job.identity`` without the seed;
+    for a replicate, also without its world draw, the dataset's ``seed``: replicates of one
+    configuration differ in exactly those two)."""
+    def spec(s: Any, drop: tuple[str, ...] = ()) -> Any:
+        if not isinstance(s, dict):
+            return s
+        params = s.get("params") if isinstance(s.get("params"), dict) else {}
+        return {"name": s.get("name"), "params": {k: v for k, v in params.items() if k not in drop}}
 
     evaluations = job.get("evaluations") if isinstance(job.get("evaluations"), list) else []
-    return {**{k: spec(job.get(k)) for k in SPEC_KEYS}, "train": job.get("train"),
+    world = ("seed",) if job.get("replicate") is not None else ()
+    return {**{k: spec(job.get(k), world if k == "dataset" else ()) for k in SPEC_KEYS}, "train": job.get("train"),
             "evaluations": [spec(e) for e in evaluations], "split": job.get("split") or "test"}
 
 
