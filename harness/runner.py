@@ -50,6 +50,19 @@ TRAIN_METRICS = {
 }
 
 
+def warm_up() -> None:
+    """What every process that runs jobs pays once, before its first job rather than inside it: the
+    scientific libraries the evaluations and the training probes load on first use (scikit-learn,
+    scipy's optimiser; about 1.5 s on a 2-core CPU), so a process's first job costs what the next do."""
+    import importlib
+
+    for name in ("sklearn.linear_model", "scipy.optimize", "open_clip"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional library: the job that needs it says so
+            pass
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

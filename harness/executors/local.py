@@ -32,6 +32,10 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
             suite_bar.close()
         return
     workers = None
+    if jobs:
+        from harness.runner import warm_up
+
+        warm_up()
     try:
         for n, job in enumerate(jobs, 1):
             if not acquire(store, job, summary):

@@ -58,6 +58,9 @@ def _init_worker(phases=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles the user's Ctrl-C and stops us
     _die_with_parent()
     _PHASES = phases
+    from harness.runner import warm_up
+
+    warm_up()
 
 
 def _reporter(job_id: str) -> Callable[[Any], None] | None:
