@@ -125,14 +125,17 @@ class LinearProbe:
         """The probe on raw pixels, on the split of seed 0 (it does not depend on the job, only on the
         set and the probe's settings): computed once per process, and once per run of jobs when
         ``cache_dir`` is given (``reference_cache``), under the features', labels' and settings' key.
-        On one thread whatever the job's, so that the value is a function of that key alone."""
+        On the job's threads, which are part of the key: the thread count changes the order of the
+        solver's floating-point sums, so the value is a function of that key alone, and a job gets the
+        number it would compute itself."""
         feats = pixel_features(record.images)
         candidates = record.tags.get("candidates")
+        threads = _job_threads()
         params = {"test_fraction": self.test_fraction, "C": self.C, "max_iter": self.max_iter, "seed": seed,
-                  "pixel_side": PIXEL_SIDE}
+                  "pixel_side": PIXEL_SIDE, "threads": threads}
         content = {"features": feats, "labels": labels,
                    "candidates": np.asarray(candidates) if candidates is not None else None}
         key = content_key("pixel-probe", params, content, libraries=("numpy", "scikit-learn", "scipy"))
         return cached(cache_dir, "pixel-probe", key, valid=is_rate, about={"set": str(record.name), **params},
                       compute=lambda: probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
-                                                     candidates, threads=1))
+                                                     candidates, threads=threads))
