@@ -42,6 +42,21 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def thread_environment(threads: int) -> Iterator[None]:
+    """``thread_env(threads)`` in ``os.environ`` while the block runs, restored afterwards."""
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    os.environ.update(thread_env(threads))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def pinned(threads: int) -> Iterator[None]:
     """torch and every BLAS/OpenMP pool limited to ``threads`` while the block runs: the pools loaded
     already (threadpoolctl) and, through ``thread_env`` in the environment, those a library loads
@@ -50,16 +65,9 @@ def pinned(threads: int) -> Iterator[None]:
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
-    saved = {name: os.environ.get(name) for name in THREAD_ENV}
     torch.set_num_threads(threads)
-    os.environ.update(thread_env(threads))
     try:
-        with threadpool_limits(limits=threads):
+        with thread_environment(threads), threadpool_limits(limits=threads):
             yield
     finally:
         torch.set_num_threads(before)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

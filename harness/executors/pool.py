@@ -31,7 +31,7 @@ from harness.errors import one_line, printable
 from harness.executors.common import Summary, acquire, describe, drop_checkpoint, record, side_dirs
 from harness.job import Job
 from harness.store import Store, write_json_atomic
-from harness.threads import cpu_count, job_threads, thread_env
+from harness.threads import cpu_count, job_threads, thread_environment
 
 
 def default_jobs(resources: dict[str, Any] | None) -> int:
@@ -111,14 +111,9 @@ class JobPool:
         self.current: dict[str, str] = {}
 
     def _start(self, n: int) -> cf.ProcessPoolExecutor:
-        saved = {k: os.environ.get(k) for k in thread_env(self.threads)}
-        os.environ.update(thread_env(self.threads))  # inherited by the workers as they spawn
-        try:
+        with thread_environment(self.threads):  # inherited by the workers as they spawn
             return cf.ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
                                           initializer=_init_worker, initargs=(self.phases,))
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
     def _submit(self, pool: cf.ProcessPoolExecutor, job: Job, attempt: int = 1) -> cf.Future | None:
         if not acquire(self.store, job, self.summary):
@@ -170,7 +165,7 @@ class JobPool:
                     if future not in broken:  # finished before the pool broke: kept
                         self._land(future)
                 if broken:
-                    retry += self._drop_broken()
+                    retry += self._drop_in_flight()
                 if retry and not self.flight:
                     self._close(kill=True)
                     for job in retry:
@@ -178,10 +173,7 @@ class JobPool:
                     retry = []
         except BaseException:
             self._close(kill=True)
-            for future in list(self.flight):
-                job, tmp = self.flight.pop(future)
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.store.release(job.id)
+            self._drop_in_flight()
             raise
         finally:
             self._close(kill=False)
@@ -202,8 +194,9 @@ class JobPool:
             flying = {job.id: job for job, _ in self.flight.values()}
             self.shown({flying[i].objective.display: t for i, t in self.current.items() if i in flying})
 
-    def _drop_broken(self) -> list[Job]:
-        """The jobs in flight when a worker died, released to run again alone."""
+    def _drop_in_flight(self) -> list[Job]:
+        """The jobs in flight (when a worker died, or the run stops), their temporary directories
+        removed and their locks released; returned to run again alone after a worker's death."""
         jobs = []
         for future in list(self.flight):
             job, tmp = self.flight.pop(future)

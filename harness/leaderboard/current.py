@@ -65,8 +65,9 @@ class Current:
         ids = self.manifests.get(root)
         if ids is None:
             return None, []
-        shown = manifest_displays(root)
-        return len(ids), sorted(printable(shown.get(i, i)) for i in ids - found)
+        missing = ids - found
+        shown = manifest_displays(root) if missing else {}  # read again only when a page must name them
+        return len(ids), sorted(printable(shown.get(i, i)) for i in missing)
 
 
 def configuration(job: dict[str, Any]) -> dict[str, Any]:
