@@ -388,8 +388,8 @@ def test_interrupt_cancels_the_rest_releases_locks_and_reraises(local_ray, tmp_p
 
 @pytest.mark.slow
 def test_sigterm_during_ray_wait_exits_143_after_cleanup(local_ray, tmp_path, monkeypatch):
-    """Ray turns a signal inside ``ray.wait`` into ``SystemExit(1)``; the driver still cleans up and
-    exits with 128 + SIGTERM like the local executor."""
+    """A SIGTERM that lands while the driver waits in ``ray.wait`` is raised between Ray calls (never
+    inside Ray's core); the driver cleans up and exits with 128 + SIGTERM like the local executor."""
     import signal
     import threading
 

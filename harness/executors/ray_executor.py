@@ -28,7 +28,8 @@ reporting is switched off for the clusters we start; Ray's default token authent
 
 Signals: SIGTERM raises ``SystemExit(143)`` and Ctrl-C ``KeyboardInterrupt`` as in the local
 executor; either cancels the remaining tasks, releases the locks, shuts the cluster down and
-re-raises.
+re-raises. The handlers only record the signal; the driver raises it between Ray calls (at most a
+second later: ``ray.wait`` wakes each second), never from inside Ray's C++ core.
 
 A job with ``resources.workers_per_job`` > 1 is one task of ``num_cpus=0`` that drives the job's Ray
 Train workers (``harness.executors.ray_train``); each worker holds its share of the job's resources,
@@ -129,14 +130,15 @@ def run_ray(store: Store, jobs: list[Job], summary: Summary, address: str | None
     claimed: set[str] = set()
     pending: dict[Any, Job] = {}
     try:
-        with interrupts.signals():  # ray.init replaced the handlers: ours again
+        # ray.init replaced the handlers: ours again, raised only between Ray calls (``interrupts.check``)
+        with interrupts.signals(defer=True):
             _submit_and_collect(ray, store, jobs, summary, address, resources, claimed, pending)
     except BaseException:  # KeyboardInterrupt, SystemExit (SIGTERM), or a store error
         for ref in pending:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         signum = interrupts.received()
-        if signum == signal.SIGTERM:  # Ray turns a signal inside ray.wait into SystemExit(1)
+        if signum == signal.SIGTERM:  # 128 + SIGTERM, like the local executor
             raise SystemExit(128 + signum) from None
         raise
     finally:
@@ -182,6 +184,7 @@ def _submit_and_collect(ray, store: Store, jobs: list[Job], summary: Summary, ad
         attempts[job.id] = attempt
 
     for job in jobs:
+        interrupts.check()
         if not acquire(store, job, summary):
             continue
         claimed.add(job.id)
@@ -190,6 +193,7 @@ def _submit_and_collect(ray, store: Store, jobs: list[Job], summary: Summary, ad
     total, n = len(pending), 0
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # wakes for signals each second
+        interrupts.check()
         for ref in done:
             job = pending.pop(ref)
             try:
