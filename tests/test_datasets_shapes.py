@@ -407,3 +407,21 @@ def test_validation_split_is_drawn_apart_from_every_reported_set_and_training():
     assert not val_images & seen
     with pytest.raises(ValueError, match="split must be one of test, validation"):
         ds.eval_sets(split="train")
+
+
+def test_a_declared_headline_tags_exactly_its_attribute_sets_and_the_main_score_averages_them():
+    from harness.builtin.evaluations.zeroshot import main_score_sets
+
+    world = ShapesDataset(train_size=50, eval_size=200, headline=["shape", "size", "position"])
+    sets = [s for s in world.eval_sets() if isinstance(s, ClassificationSet)]
+    assert {s.name for s in sets if s.tags.get("headline")} == {"shape", "size", "position"}
+    assert [s.name for s in main_score_sets(sets)] == ["shape", "size", "position"]
+    default = [s for s in ShapesDataset(train_size=50, eval_size=200).eval_sets() if isinstance(s, ClassificationSet)]
+    assert not any(s.tags.get("headline") for s in default)  # no headline: every attribute task, as before
+    assert [s.name for s in main_score_sets(default)] == ["shape", "colour", "size", "position", "composition"]
+
+
+@pytest.mark.parametrize("headline, message", [(["shape", "shape"], "must not repeat"), (["hue"], "headline"), ([], "headline")])
+def test_a_bad_headline_is_refused_naming_the_field(headline, message):
+    with pytest.raises(ValueError, match=message):
+        harness.create_dataset("shapes", train_size=50, eval_size=50, headline=headline)

@@ -8,8 +8,9 @@ mean per-class recall (sklearn's balanced accuracy).
 
 The evaluation's main score is ``mean_top1``: the unweighted mean of top-1 over the attribute
 tasks, i.e. the classification sets tagged with an ``"attribute"`` (shape, colour, size, position,
-composition...), or over every set when none is tagged. Unweighted, so no single easy attribute
-dominates the ranking.
+composition...), or over every set when none is tagged. A dataset that declares its headline
+attributes tags those sets ``"headline"``, and the mean is over them alone. Unweighted, so no single
+easy attribute dominates the ranking.
 """
 
 from __future__ import annotations
@@ -91,9 +92,11 @@ def labels_of(record: ClassificationSet) -> torch.Tensor:
 
 
 def main_score_sets(records: list[ClassificationSet]) -> list[ClassificationSet]:
-    """The sets whose top-1 the main score averages: those tagged with an attribute, else all."""
+    """The sets whose top-1 the main score averages: the dataset's headline tasks (tagged
+    ``headline``), else those tagged with an attribute, else all."""
+    headline = [r for r in records if r.tags.get("headline")]
     tagged = [r for r in records if r.tags.get("attribute")]
-    return tagged or list(records)
+    return headline or tagged or list(records)
 
 
 class ZeroShotClassification:

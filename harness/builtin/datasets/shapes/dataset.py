@@ -208,8 +208,12 @@ class ShapesDataset:
             "batches of groups of g scenes that differ only in one object's shape (1: off)"))] = 1,
         negatives_per_pair: Annotated[int, Field(ge=1, le=64, description=(
             "hard-negative captions per pair for losses that ask for text_negatives"))] = 4,
+        headline: Annotated[list[Literal["shape", "colour", "size", "position", "composition"]] | None, Field(
+            min_length=1, max_length=5, description=(
+                "the attribute tasks the zero-shot main score averages (null: every attribute task)"))] = None,
     ):
-        self.check_params(num_shapes=num_shapes, shape_groups=shape_groups, cache_dir=cache_dir)
+        self.check_params(num_shapes=num_shapes, shape_groups=shape_groups, cache_dir=cache_dir, headline=headline)
+        self.headline = tuple(headline) if headline is not None else None
         self.caption_style = captions
         self.shape_groups = shape_groups
         self.negatives_per_pair = negatives_per_pair
@@ -233,6 +237,8 @@ class ShapesDataset:
             raise ValueError(f"shape_groups must be at most num_shapes={p['num_shapes']}, got {p['shape_groups']}")
         if p["cache_dir"] is not None and ".." in Path(p["cache_dir"]).parts:
             raise ValueError(f"cache_dir must not contain '..', got {p['cache_dir']!r}")
+        if p["headline"] is not None and len(set(p["headline"])) != len(p["headline"]):
+            raise ValueError(f"headline must not repeat an attribute, got {p['headline']}")
 
     def _rng(self, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, stream])
@@ -303,8 +309,9 @@ class ShapesDataset:
         """One pool of one-object images (seen combinations) labelled by each attribute and by the
         (shape, colour) combination, the held-out combinations, and the composition probe.
 
-        Each attribute set (tagged ``attribute``: the zero-shot main score averages those) carries
-        every image's attributes and the oracle that knows all of them but the one asked.
+        Each attribute set (tagged ``attribute``: the zero-shot main score averages those, or only the
+        ``headline`` ones, tagged ``headline``, when the world declares them) carries every image's
+        attributes and the oracle that knows all of them but the one asked.
         ``shape_colour`` and ``shape_colour_unseen`` share all S x C class names, so the unseen set
         asks for a held-out pair among every pair, including the seen ones it resembles.
         """
@@ -332,7 +339,12 @@ class ShapesDataset:
             sets.append(ClassificationSet("shape_colour_unseen", render(unseen, self.image_size), labels,
                                           combo_names, list(COMBO_TEMPLATES), tags={"compositional": True}))
         composition = self._composition(offset)
-        return sets + ([composition] if composition is not None else [])
+        sets += [composition] if composition is not None else []
+        if self.headline is not None:  # the attribute tasks the zero-shot main score averages
+            for record in sets:
+                if record.tags.get("attribute") in self.headline:
+                    record.tags["headline"] = True
+        return sets
 
     def _blind_oracle(self, asked: str, values: dict[str, np.ndarray]) -> float:
         """Exact accuracy, on these images, of the Bayes rule that knows every attribute but ``asked``.
