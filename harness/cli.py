@@ -152,6 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.executors.pool import default_jobs
 
     suite, grid = _load(args.suite, args.log)
+    if args.replicates is not None:
+        grid = first_replicates(suite, grid, args.replicates)
     summary = run_grid(
         grid,
         out=args.out,
@@ -162,6 +164,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs=args.jobs or default_jobs(suite.resources.model_dump()),
     )
     return 0 if not summary.failed else 1
+
+
+def first_replicates(suite, grid, n: int):
+    """The grid with only the jobs of replicates 0..n-1 (``harness run --replicates N``): the same jobs,
+    with the same ids and numbers, as in the whole suite; a smaller first run of a replicated suite."""
+    import dataclasses
+
+    if suite.replicates is None:
+        raise HarnessError(f"--replicates: suite {suite.name!r} gives seeds, not replicates")
+    if n > suite.replicates:
+        raise HarnessError(f"--replicates: at most the suite's {suite.replicates} replicates, got {n}")
+    return dataclasses.replace(grid, jobs=[j for j in grid.jobs if j.replicate is not None and j.replicate < n])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -252,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                    help="local executor: run N jobs at once, each pinned to its resources.cpus_per_job threads "
                         "(default: this machine's CPUs divided by cpus_per_job)")
+    p.add_argument("--replicates", type=_positive_int, default=None, metavar="N",
+                   help="of a suite of replicates, run only replicates 0..N-1 (the same jobs, ids and numbers as in "
+                        "the whole suite)")
     p.add_argument("--log", action="append", choices=["tensorboard"], default=None,
                    help="also write each job's training curves as TensorBoard event files under "
                         "OUT/<suite>/tensorboard/<job-id>/ (as the suite's log: [tensorboard])")

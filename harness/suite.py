@@ -47,11 +47,16 @@ class ObjectiveRef(PluginRef):
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the suite's train config
 
 
+class EncoderRef(PluginRef):
+    # with the suite's ``replicates: N``: this encoder runs only replicates 0..M-1 (M <= N)
+    replicates: int | None = Field(default=None, ge=1, le=MAX_REPLICATES, strict=True)
+
+
 class Suite(Strict):
     name: str
     description: str = ""
     objectives: list[ObjectiveRef] = Field(min_length=1)
-    encoders: list[PluginRef] = Field(min_length=1)
+    encoders: list[EncoderRef] = Field(min_length=1)
     datasets: list[PluginRef] = Field(min_length=1)
     train: TrainConfig
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
@@ -97,6 +102,11 @@ class Suite(Strict):
     def _seeds_or_replicates(self) -> "Suite":
         if self.replicates is not None and "seeds" in self.model_fields_set:
             raise ValueError("give seeds or replicates, not both: replicate r trains with seed r on world draw r")
+        for i, enc in enumerate(self.encoders):
+            if enc.replicates is not None and (self.replicates is None or enc.replicates > self.replicates):
+                raise ValueError(f"encoders[{i}].replicates: at most the suite's replicates "
+                                 f"({self.replicates if self.replicates is not None else 'none: the suite gives seeds'}), "
+                                 f"got {enc.replicates}")
         return self
 
     def blocks(self) -> list[tuple[int | None, int]]:
@@ -124,7 +134,7 @@ def _known_fields(path: list[str]) -> list[str]:
     if not path:
         return list(Suite.model_fields)
     nested = {"train": TrainConfig, "resources": Resources, "objectives": ObjectiveRef, "tune": TuneConfig,
-              "encoders": PluginRef, "datasets": PluginRef, "evaluations": PluginRef}
+              "encoders": EncoderRef, "datasets": PluginRef, "evaluations": PluginRef}
     return list(nested[path[0]].model_fields) if len(path) == 1 and path[0] in nested else []
 
 
@@ -389,6 +399,9 @@ def _expand(suite: Suite, registry, check_build: bool) -> Grid:
     for (i, obj, train), (e, enc), (d, ds), (replicate, seed) in itertools.product(
         objectives, enumerate(encoders), enumerate(datasets), suite.blocks()
     ):
+        cap = suite.encoders[e].replicates
+        if cap is not None and replicate is not None and replicate >= cap:
+            continue  # this encoder runs the first ``cap`` replicates only
         job = Job(
             suite=suite.name,
             objective=obj,

@@ -52,6 +52,11 @@ def test_compare_says_whether_a_rebuilt_page_reproduces_the_committed_numbers(to
     committed = build_leaderboard(tmp_path / "runs" / "toy", out=tmp_path / "committed")
     rebuilt = build_leaderboard(tmp_path / "runs" / "toy", out=tmp_path / "rebuilt")
     assert compare(rebuilt, committed).startswith("matches the committed numbers")
+    subset = pd.read_csv(committed / "results.csv").iloc[:1]  # a page of one of the two jobs (run --replicates)
+    (tmp_path / "subset").mkdir()
+    subset.to_csv(tmp_path / "subset" / "results.csv", index=False)
+    assert compare(tmp_path / "subset", committed).endswith(
+        "for every job run here: 1 of its 2 jobs, every metric equal (timings excepted)")
     frame = pd.read_csv(committed / "results.csv")
     frame.loc[0, "toy_meancos.mean_cos"] += 0.25
     frame.loc[1, "train.train_time_s"] += 100.0  # a timing: never compared

@@ -311,6 +311,45 @@ def test_bad_replicates_are_one_line_errors(fake_registry, write_suite, lines, e
         _jobs(text, write_suite)
 
 
+def test_an_encoder_can_run_fewer_replicates_than_the_suite_with_the_same_ids(fake_registry, write_suite):
+    full = _jobs(_variant(seeds=None, encoders="[fake_tower, {name: fake_tower, label: second, params: {dim: 16}}]")
+                 .replace("seeds: None\n", "replicates: 3\n"), write_suite)
+    capped = _jobs(_variant(seeds=None, encoders="[fake_tower, {name: fake_tower, label: second, params: {dim: 16}, "
+                            "replicates: 2}]").replace("seeds: None\n", "replicates: 3\n"), write_suite)
+    second = [j for j in capped if j.encoder.display == "second"]
+    assert sorted({j.replicate for j in second}) == [0, 1]  # replicate 2 left out for this encoder only
+    assert sorted({j.replicate for j in capped if j.encoder.display != "second"}) == [0, 1, 2]
+    assert {j.id for j in capped} == {j.id for j in full if not (j.encoder.display == "second" and j.replicate == 2)}
+
+
+@pytest.mark.parametrize("suite_lines, cap, error", [
+    ("replicates: 2\n", 3, r"encoders\[0\]\.replicates: at most the suite's replicates \(2\), got 3"),
+    ("seeds: [0]\n", 1, r"encoders\[0\]\.replicates: at most the suite's replicates \(none"),
+    ("replicates: 2\n", 0, r"encoders\[0\]\.replicates: Input should be greater than or equal to 1"),
+])
+def test_a_bad_encoder_replicates_is_a_one_line_error(fake_registry, write_suite, suite_lines, cap, error):
+    text = _variant(seeds=None, encoders=f"[{{name: fake_tower, replicates: {cap}}}]").replace("seeds: None\n", suite_lines)
+    with pytest.raises(HarnessError, match=error):
+        _jobs(text, write_suite)
+
+
+def test_run_replicates_keeps_the_first_n_replicates_and_refuses_a_suite_of_seeds(fake_registry, write_suite):
+    from harness.cli import first_replicates
+    from harness.suite import expand_grid, load_suite
+
+    path = write_suite(_variant(seeds=None).replace("seeds: None\n", "replicates: 3\n"))
+    suite = load_suite(path)
+    grid = expand_grid(suite, source=str(path), registry=fake_registry)
+    first = first_replicates(suite, grid, 2)
+    assert [j.id for j in first.jobs] == [j.id for j in grid.jobs if j.replicate < 2] and len(first.jobs) == 4
+    with pytest.raises(HarnessError, match="--replicates: at most the suite's 3 replicates, got 4"):
+        first_replicates(suite, grid, 4)
+    seeds_path = write_suite(GOOD_SUITE)
+    seeds = load_suite(seeds_path)
+    with pytest.raises(HarnessError, match="--replicates: suite 'mini' gives seeds, not replicates"):
+        first_replicates(seeds, expand_grid(seeds, source=str(seeds_path), registry=fake_registry), 1)
+
+
 def test_a_dataset_seed_given_with_replicates_is_refused_naming_the_field(fake_registry, write_suite):
     text = _variant(seeds=None, datasets="{name: shapes, params: {train_size: 64, eval_size: 32, seed: 5}}").replace(
         "seeds: None\n", "replicates: 2\n")
