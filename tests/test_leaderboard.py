@@ -240,8 +240,10 @@ def test_html_page_is_standalone_and_escaped(board):
     assert page.count('src="data:image/png;base64,') == 4  # CD diagram, gap vs score, PCA, loss curves
     assert "http://" not in page and "https://" not in page
     assert "default-src 'none'" in page
-    # main score, gap, zero-shot, retrieval, train, contrasts, every pair + failed jobs
-    assert page.count('<table class="sortable') == 8
+    # main score, the headline rule (zero-shot tasks), gap, zero-shot, retrieval, train, contrasts,
+    # every pair + failed jobs
+    assert page.count('<table class="sortable') == 9
+    assert "Zero-shot tasks against the headline rule" in page
     assert 'class="best" data-value="0.2' in page
 
 

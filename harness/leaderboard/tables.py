@@ -24,6 +24,7 @@ import pandas as pd
 from harness.leaderboard.aggregate import Aggregate, MainScore, TableStats, tuning_scores
 from harness.leaderboard.load import Metric, RunStore
 from harness.leaderboard.notes import across_notes, table_notes
+from harness.leaderboard.qualify import RULE, declared_headline, rule_rows
 from harness.leaderboard.resample import fmt_rank_interval
 from harness.leaderboard.stats import ALPHA, TEST
 
@@ -239,6 +240,25 @@ def _contrast_table(stats: TableStats) -> Table | None:
     return Table(f"Planned contrasts against {head.reference} (paired by replicate)", headers, rows)
 
 
+def rule_table(rows: pd.DataFrame, stats: TableStats, runs) -> Table | None:
+    """Each zero-shot task against the headline rule (``qualify.RULE``), and whether the world declares it."""
+    chance = {col: v[0] for col, v in stats.references.values.get("chance", {}).items()}
+    rules = rule_rows(rows, chance, declared_headline(runs))
+    if not rules:
+        return None
+    yes = {True: "yes", False: "no"}
+    out = []
+    for r in rules:
+        out.append([Cell(r.task), Cell(yes[r.headline]), Cell(fmt_number(r.chance), _value(r.chance)),
+                    Cell(f"{fmt_number(r.best)} ({r.best_objective})", r.best),
+                    Cell(f"{fmt_number(r.worst)} ({r.worst_objective})", r.worst),
+                    Cell(fmt_number(r.spread), r.spread), Cell(yes[r.learned]), Cell(yes[r.unsaturated]),
+                    Cell(yes[r.qualifies])])
+    headers = ["task", "in the headline", "chance", "best trained", "worst trained", "spread", "learned",
+               "not saturated", "qualifies"]
+    return Table(f"Zero-shot tasks against the headline rule. {RULE}", headers, out)
+
+
 def _pairwise_table(stats: TableStats) -> Table | None:
     pw = stats.pairwise
     if pw.empty:
@@ -313,7 +333,10 @@ def sections(agg: Aggregate, store: RunStore) -> list[Section]:
             section.main = _main_table(rows, stats)
         section.notes = table_notes(stats)
         by_group = {g: [m for m in metrics.values() if m.group == g] for g in TITLES}
-        details = _per_evaluation(TITLES["gap"], rows, by_group["gap"], lead, stats)
+        runs = [r for r in store.runs if r.dataset == dataset and r.encoder == encoder]
+        rule = rule_table(rows, stats, runs)
+        details = [rule] if rule is not None else []
+        details += _per_evaluation(TITLES["gap"], rows, by_group["gap"], lead, stats)
         details += _per_evaluation(TITLES["downstream"], rows, by_group["downstream"], lead, stats)
         train = _metric_table(TITLES["train"], rows, by_group["train"], lead, stats)
         details += [train] if train is not None else []
