@@ -164,7 +164,19 @@ def _spec(kind: str, ref: PluginRef, field: str, registry) -> PluginSpec:
         raise HarnessError(f"{field}.name: {exc}") from None
     params = entry.resolve(ref.params, where=f"{field}.params")
     given = {k: params[k] for k in ref.params if k in params}  # as coerced
+    params = id_stable(entry, params)
     return PluginSpec(name=ref.name, params=params, label=ref.label or default_label(ref.name, given, entry.params))
+
+
+def id_stable(entry, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` less those a plugin added after its job ids were published, where they hold their
+    default (the factory's ``ID_OPTIONAL_PARAMS``). Resolved params (defaults filled in) are part of
+    a job's id, so a new param would otherwise change the id of every earlier job of the plugin; at
+    its default it changes no number, and the factory gets the same default when the job runs, so
+    leaving it out keeps every earlier id meaning the same numbers."""
+    optional = getattr(entry.factory, "ID_OPTIONAL_PARAMS", ())
+    defaults = entry.params
+    return {k: v for k, v in params.items() if not (k in optional and k in defaults and v == defaults[k])}
 
 
 def default_label(name: str, given: dict[str, Any], defaults: dict[str, Any]) -> str:

@@ -363,3 +363,17 @@ def test_reference_names_an_objective_of_the_suite(fake_registry, write_suite):
     assert {j.reference for j in _jobs(GOOD_SUITE, write_suite)} == {None}
     with pytest.raises(HarnessError, match=r"reference: 'clip' is not an objective of this suite; one of: fake_clip"):
         _jobs(_variant(reference="clip"), write_suite)
+
+
+def test_a_param_added_later_leaves_earlier_ids_alone_at_its_default(fake_registry, write_suite):
+    """shapes' ``headline`` came after its job ids were published (ID_OPTIONAL_PARAMS): at its
+    default it is left out of the job's params, so the id is the one the suite had before; set to
+    anything else it is a new job."""
+    base = "{name: shapes, params: {train_size: 64, eval_size: 32%s}}"
+    plain = _jobs(_variant(datasets=base % ""), write_suite)
+    explicit = _jobs(_variant(datasets=base % ", headline: null"), write_suite)
+    chosen = _jobs(_variant(datasets=base % ", headline: [shape, position]"), write_suite)
+    assert [j.id for j in explicit] == [j.id for j in plain]
+    assert "headline" not in plain[0].dataset.params and "num_colours" in plain[0].dataset.params
+    assert chosen[0].dataset.params["headline"] == ["shape", "position"]
+    assert not {j.id for j in chosen} & {j.id for j in plain}
