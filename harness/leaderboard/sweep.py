@@ -21,8 +21,8 @@ import pandas as pd
 from harness.leaderboard.aggregate import Aggregate
 from harness.leaderboard.load import RunStore
 from harness.leaderboard.plotdata import drawable
-from harness.leaderboard.plots import (LABEL_SIZE, LEGEND_SIZE, TITLE_SIZE, Plot, _colors, _figure, _legend, _linestyles,
-                                       _markers, _save, _text, _title, plot_order)
+from harness.leaderboard.plots import (LABEL_SIZE, LEGEND_SIZE, TITLE_SIZE, Plot, _colors, _figure, _linestyles, _markers,
+                                       _save, _text, _title, plot_order)
 
 FILE = "param_sweep.png"
 LEAVES = ("centroid_distance", "linear_separability")  # the gap evaluation's columns plotted, in panel order
@@ -101,6 +101,15 @@ def _span(ns: pd.Series) -> str:
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
+def _legend(ax, n: int) -> None:
+    """``plots._legend`` with our lines before the published points (matplotlib lists the points first)."""
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i].endswith(": published"))
+    where = ({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0, "frameon": False} if n > 5
+             else {"loc": "best"})
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=LEGEND_SIZE, **where)
+
+
 def _column(store: RunStore, leaf: str) -> str | None:
     cands = [m for m in store.metrics.values() if m.leaf == leaf]
     best = [m for m in cands if m.plugin == "gap" and not m.middle] or cands
@@ -117,7 +126,7 @@ def sweep_plot(store: RunStore, agg: Aggregate, out: Path, overlay: pd.DataFrame
     names = order + sorted({o for o in agg.results["objective"] if o not in order})
     colors, markers, styles = _colors(names), _markers(names), _linestyles(names)
     panels = [(dataset, leaf, column) for dataset in found for leaf, column in columns]
-    fig, axes = _figure(len(panels), len(columns), (6.0, 4.4))
+    fig, axes = _figure(len(panels), len(columns), (7.6, 4.6))
     drew = False
     for ax, (dataset, leaf, column) in zip(axes, panels):
         param, xs = found[dataset]
@@ -151,11 +160,11 @@ def sweep_plot(store: RunStore, agg: Aggregate, out: Path, overlay: pd.DataFrame
         display = store.metrics[column].display
         ax.set_xlabel(_text(f"encoder param {param}"), fontsize=LABEL_SIZE)
         ax.set_ylabel(_text(f"{display} ({column})"), fontsize=LABEL_SIZE)
-        ax.set_title(_title(f"{display} against {param}: {dataset}"), fontsize=TITLE_SIZE)
+        ax.set_title(_title(f"{display} against {param}: {dataset}", 44), fontsize=TITLE_SIZE)
         ax.tick_params(labelsize=LEGEND_SIZE + 1)
         ax.grid(alpha=0.3)
         if shown:
-            _legend(ax, shown)
+            _legend(ax, shown)  # ours first, then the published points
     if not drew:
         return None
     _save(fig, out / FILE)
