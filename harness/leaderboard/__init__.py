@@ -22,6 +22,7 @@
   row and metric (plus ``metric = main_score`` when the reference has every main-score column).
 - ``tuning.csv`` (tuned suites): the results columns, ``trial.<name>..., metric, score`` (the
   validation column selected by and its value), then the tuning jobs' metric columns.
+- ``published.csv`` (``--published FILE``): ours beside a file's published numbers (``.published``).
 - ``board.json``: the facts ``build_index`` shows for this suite.
 - ``README.md`` (tabulate) and ``index.html`` (standalone, sortable): the answer first (main-score
   table with CI, rank interval and tier, critical-difference diagram, gap-vs-score plot), then how to
@@ -35,8 +36,7 @@ the terminal (``_quiet``); jobs of an earlier configuration of the suite are lef
 ``build_leaderboard`` refreshes it (in ``out``'s parent) by itself when that parent is named
 ``leaderboard`` (``index=True``/``False`` forces it either way).
 
-The main score and the statistics are documented in ``harness.leaderboard.aggregate`` and
-``harness.leaderboard.stats``.
+The main score and the statistics: ``harness.leaderboard.aggregate``, ``harness.leaderboard.stats``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from harness.errors import HarnessError, printable
 
 FORMATS = ("md", "html", "csv")
 __all__ = ["build_leaderboard", "build_index", "FORMATS"]
-PLOT_FILES = ("cd_diagram.png", "gap_vs_score.png", "tuning.png", "loss_curves.png")
+PLOT_FILES = ("cd_diagram.png", "gap_vs_score.png", "tuning.png", "loss_curves.png", "param_sweep.png")
 
 
 def _default_out(suite: str) -> Path:
@@ -70,6 +70,7 @@ def build_leaderboard(
     formats: Iterable[str] = FORMATS,
     command: str | None = None,
     index: bool | None = None,
+    published: str | Path | None = None,
 ) -> Path:
     """Aggregate the results under ``runs_dir`` and write the requested formats; returns the output dir.
 
@@ -78,6 +79,7 @@ def build_leaderboard(
     ``harness leaderboard``). ``index=True`` also rewrites ``<out>/../index.html`` (``build_index``);
     the default (None) does so when ``out``'s parent directory is named ``leaderboard``, as in
     ``harness leaderboard runs/gap --out leaderboard/gap``, so the top-level index stays current.
+    ``published``: a CSV of published numbers shown beside the runs' (``harness.leaderboard.published``).
     """
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -85,7 +87,7 @@ def build_leaderboard(
         raise HarnessError(f"formats: unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
 
     with _quiet():
-        return _build(runs_dir, out, formats, command, index)
+        return _build(runs_dir, out, formats, command, index, published)
 
 
 @contextlib.contextmanager
@@ -109,10 +111,12 @@ def _quiet() -> Iterator[None]:
         logger.handlers = saved[2]
 
 
-def _build(runs_dir, out, formats: list[str], command: str | None, index: bool | None) -> Path:
+def _build(runs_dir, out, formats: list[str], command: str | None, index: bool | None, published=None) -> Path:
     from harness.leaderboard.aggregate import aggregate
     from harness.leaderboard.load import load_runs
+    from harness.leaderboard.published import read_published
 
+    pub = read_published(published) if published is not None else None  # bad input stops here, before any output
     store = load_runs(runs_dir)
     if store.left_out:
         print(f"note: left out {store.left_out} job(s) of an earlier configuration of suite "
@@ -122,6 +126,8 @@ def _build(runs_dir, out, formats: list[str], command: str | None, index: bool |
         args = ["harness", "leaderboard", str(runs_dir), "--out", str(out_dir)]
         if set(formats) != set(FORMATS):
             args += ["--format", ",".join(formats)]
+        if published is not None:
+            args += ["--published", str(published)]
         command = shlex.join(args)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +140,10 @@ def _build(runs_dir, out, formats: list[str], command: str | None, index: bool |
     prov = provenance(store, command)
     if store.left_out:
         prov.append(("left out", f"{store.left_out} job(s) of an earlier configuration of the suite (not in .suite.json)"))
+    if pub is not None:
+        prov.append(("published numbers", f"{pub.path} (sha256 {pub.sha256[:16]}, {len(pub.rows)} rows)"))
     try:
-        _write(store, agg, prov, out_dir, formats)
+        _write(store, agg, prov, out_dir, formats, pub)
     except OSError as exc:
         raise HarnessError(f"{out_dir}: cannot write the leaderboard: {exc.strerror or exc}") from None
     if index or (index is None and out_dir.resolve().parent.name == "leaderboard"):
@@ -143,8 +151,11 @@ def _build(runs_dir, out, formats: list[str], command: str | None, index: bool |
     return out_dir
 
 
-def _write(store, agg, prov, out_dir: Path, formats: list[str]) -> None:
+def _write(store, agg, prov, out_dir: Path, formats: list[str], pub=None) -> None:
     from harness.leaderboard.index import board_facts
+    from harness.leaderboard.published import comparison, page_extras
+
+    compared = comparison(store, agg.results, pub) if pub is not None else None
 
     (out_dir / "board.json").write_text(json.dumps(board_facts(store, agg, prov, formats), indent=2) + "\n", encoding="utf-8")
     if "csv" in formats:
@@ -160,6 +171,10 @@ def _write(store, agg, prov, out_dir: Path, formats: list[str]) -> None:
             write_csv(tuning, out_dir / "tuning.csv")
         else:
             (out_dir / "tuning.csv").unlink(missing_ok=True)  # stale from an earlier, tuned build
+        if compared is not None:
+            write_csv(compared, out_dir / "published.csv")
+        else:
+            (out_dir / "published.csv").unlink(missing_ok=True)
     if "md" in formats or "html" in formats:
         from harness.leaderboard.plots import make_plots
         from harness.leaderboard.tables import sections
@@ -167,15 +182,17 @@ def _write(store, agg, prov, out_dir: Path, formats: list[str]) -> None:
         for stale in [*PLOT_FILES, *(p.name for p in out_dir.glob("pca_*.png"))]:
             (out_dir / stale).unlink(missing_ok=True)
         plots = make_plots(store, agg, out_dir)
+        part, more = page_extras(store, agg, out_dir, pub, compared)
+        plots.update(more)
         secs = sections(agg, store)
         if "md" in formats:
             from harness.leaderboard.markdown import render_readme
 
-            (out_dir / "README.md").write_text(render_readme(store, prov, secs, plots), encoding="utf-8")
+            (out_dir / "README.md").write_text(render_readme(store, prov, secs, plots, part), encoding="utf-8")
         if "html" in formats:
             from harness.leaderboard.html import render_page
 
-            (out_dir / "index.html").write_text(render_page(store, prov, secs, plots, out_dir), encoding="utf-8")
+            (out_dir / "index.html").write_text(render_page(store, prov, secs, plots, out_dir, part), encoding="utf-8")
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -53,7 +53,8 @@ def _image(out: Path, plot: Plot) -> str:
     return f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}"><figcaption class="note">{e(plot.caption)}</figcaption></figure>'
 
 
-def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot], out: Path) -> str:
+def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot], out: Path,
+                part=None) -> str:
     parts = [f"<h1>Leaderboard: {e(store.suite)}</h1>", f'<p class="note">{e(headline(store, prov))}</p>']
     for sec in secs:  # the answer first
         parts.append(f'<h2 id="{table_anchor(sec.dataset, sec.encoder)}">{e(sec.dataset)} · {e(sec.encoder)}</h2>')
@@ -63,6 +64,14 @@ def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section
     for kind in ("cd", "gap"):
         if kind in plots:
             parts += [f"<h3>{e(plots[kind].title)}</h3>", _image(out, plots[kind])]
+    if part is not None:  # harness.leaderboard.published.Part
+        parts += [f"<h2>{e(part.title)}</h2>"] + [f"<p>{e(text)}</p>" for text in part.lines]
+        for table in part.tables:
+            parts += [f"<h3>{e(table.title)}</h3>", render_table(table)]
+        if part.notes:
+            parts.append('<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in part.notes) + "</ul>")
+        for p in part.plots:
+            parts += [f"<h3>{e(p.title)}</h3>", _image(out, p)]
     across = secs[0].across if secs else []
     if across:
         parts += ["<h2>Across tables</h2>", '<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in across) + "</ul>"]

@@ -112,7 +112,8 @@ def _figure(p: Plot) -> list[str]:
     return [f"### {md(p.title)}", "", f"![{md(p.title)}]({p.file})", "", md(p.caption), ""]
 
 
-def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot]) -> str:
+def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot], part=None) -> str:
+    """``part``: a ``harness.leaderboard.published.Part`` shown after the main-score tables and their figures."""
     from tabulate import tabulate
 
     out = [f"# Leaderboard: {md(store.suite)}", "", md(headline(store, prov)), ""]
@@ -124,6 +125,13 @@ def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Secti
     for kind in ("cd", "gap"):
         if kind in plots:
             out += _figure(plots[kind])
+    if part is not None:
+        out += [f"## {md(part.title)}", ""] + [line for text in part.lines for line in (md(text), "")]
+        for table in part.tables:
+            out += [f"### {md(table.title)}", "", render_table(table), ""]
+        out += [f"- {md(n)}" for n in part.notes] + ([""] if part.notes else [])
+        for p in part.plots:
+            out += _figure(p)
     across = secs[0].across if secs else []
     if across:
         out += ["## Across tables", ""] + [f"- {md(n)}" for n in across] + [""]
