@@ -195,7 +195,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     bad = sorted(set(formats) - {"md", "html", "csv"})
     if bad:
         raise HarnessError(f"--format: unknown format {bad[0]!r}; choose from md, html, csv")
-    out = build_leaderboard(args.runs_dir, out=args.out, formats=formats, command=" ".join(["harness", *sys.argv[1:]]))
+    out = build_leaderboard(args.runs_dir, out=args.out, formats=formats, command=" ".join(["harness", *sys.argv[1:]]),
+                            published=args.published)
     page = out / "index.html" if "html" in formats else out
     print(f"leaderboard written to {out} (open {page})")
     if args.compare is not None:
@@ -297,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md,html,csv", help="comma list of md, html, csv (default: all)")
     p.add_argument("--compare", default=None, metavar="DIR",
                    help="then say whether the results reproduce those of a committed page, e.g. leaderboard/gap")
+    p.add_argument("--published", default=None, metavar="CSV",
+                   help="show these published numbers beside the runs' (e.g. suites/paper-dims.published.csv; "
+                        "format: harness.leaderboard.published)")
     p.set_defaults(func=cmd_leaderboard)
     return parser
 
