@@ -9,9 +9,11 @@ import pytest
 
 import harness
 from harness.builtin.evaluations.references import (
+    BINDING_FREE,
     CHANCE,
     ORACLE,
     PIXELS,
+    ROWS,
     _hit_at,
     arithmetic_rows,
     best_constant,
@@ -93,3 +95,89 @@ def test_multiple_choice_sets_classify_among_each_images_candidates():
     assert rows[CHANCE] == 0.5 and rows[ORACLE] == 0.5
     feats = np.eye(4)[labels] + 0.01 * np.arange(8)[:, None]
     assert probe_accuracy(feats, labels, 0.5, 1.0, 200, 0, candidates) == 1.0
+
+
+# ------------------------------------------------------------------------------- binding-free row
+
+
+def mass_decides(n_per_class: int = 60, seed: int = 0) -> ClassificationSet:
+    """A hand-made composition set: 2 blocks (colours 0, 1 and 2, 3) of 2 bindings; an image shows
+    binding 0 exactly when its block's first colour covers more pixels than its second."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), n_per_class)
+    block, binding = labels // 2, labels % 2
+    big, small = rng.uniform(60, 120, len(labels)), rng.uniform(20, 55, len(labels))
+    feats = np.zeros((len(labels), 4))
+    rows = np.arange(len(labels))
+    feats[rows, 2 * block] = np.where(binding == 0, big, small)
+    feats[rows, 2 * block + 1] = np.where(binding == 0, small, big)
+    candidates = np.stack([2 * block, 2 * block + 1], axis=1)
+    return ClassificationSet("composition", np.zeros((len(labels), 2, 2, 3), np.uint8), labels, list("abcd"), ["{c}"],
+                             tags={"candidates": candidates, "binding_free_features": feats})
+
+
+def context_of(record) -> "object":
+    import torch
+
+    from harness.types import EmbeddedSet, EvalContext
+
+    emb = torch.nn.functional.normalize(torch.randn(len(record.labels), 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    return EvalContext(sets=[EmbeddedSet(record, emb)], pair_modality="text", seed=0)
+
+
+def test_the_binding_free_row_is_the_probe_on_the_declared_features():
+    """Where colour mass decides the binding the row finds it (1.0); a set without the tag gets no row."""
+    assert BINDING_FREE == "binding-free" and ROWS == (CHANCE, ORACLE, PIXELS, BINDING_FREE)
+    rec = mass_decides()
+    rows = harness.create_evaluation("linear_probe").reference_rows(context_of(rec))
+    assert set(rows) == {CHANCE, PIXELS, BINDING_FREE}
+    assert rows[BINDING_FREE] == {"composition.accuracy": pytest.approx(1.0, abs=0.02)}
+    assert rows[CHANCE] == {"composition.accuracy": 0.5}
+    rec.tags.pop("binding_free_features")
+    assert BINDING_FREE not in harness.create_evaluation("linear_probe").reference_rows(context_of(rec))
+
+
+def test_binding_free_features_are_standardised_and_constant_columns_vanish():
+    from harness.builtin.evaluations.references import binding_free_features
+
+    rec = mass_decides()
+    rec.tags["binding_free_features"] = np.concatenate([rec.tags["binding_free_features"], np.full((240, 1), 7.0)], axis=1)
+    feats = binding_free_features(rec)
+    assert np.allclose(feats.mean(axis=0), 0) and np.allclose(feats[:, :4].std(axis=0), 1) and (feats[:, 4] == 0).all()
+    rec.tags.pop("binding_free_features")
+    assert binding_free_features(rec) is None
+
+
+def test_the_binding_free_row_shows_the_legacy_shortcut_and_chance_on_balanced_items():
+    """Shapes world, seed 0, 990 composition items. Legacy: colour and shape masses give the binding
+    away (0.68 measured). Balanced: within a block the features of both bindings are the same
+    multiset, so a probe on them can only learn the half of its training split that it happens to
+    hold more of, which is then the smaller half of its test split: at most chance up to noise
+    (0.455 measured; the binomial standard error at 495 test items is 0.022, so <= 0.52 holds with
+    room)."""
+    from harness.builtin.datasets.shapes import ShapesDataset
+
+    probe = harness.create_evaluation("linear_probe")
+    values = {}
+    for design in ("legacy", "balanced"):
+        comp = ShapesDataset(seed=0, train_size=1, eval_size=1000, composition=design)._composition()
+        values[design] = probe.reference_rows(context_of(comp))[BINDING_FREE]["composition.accuracy"]
+    assert values["legacy"] >= 0.62
+    assert values["balanced"] <= 0.52
+
+
+def test_the_binding_free_row_is_cached_under_its_own_kind(tmp_path, monkeypatch):
+    import dataclasses
+
+    import harness.builtin.evaluations.linear_probe as lp
+    import harness.builtin.evaluations.reference_cache as rc
+
+    rec = mass_decides()
+    ctx = dataclasses.replace(context_of(rec), cache_dir=tmp_path)
+    rc._MEMO.clear()
+    first = harness.create_evaluation("linear_probe").reference_rows(ctx)
+    kinds = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / rc.SUBDIR).glob("*.json"))
+    assert kinds == ["binding-free-probe", "pixel-probe"]
+    rc._MEMO.clear()
+    monkeypatch.setattr(lp, "probe_accuracy", lambda *a, **k: pytest.fail("recomputed a probe"))
+    assert harness.create_evaluation("linear_probe").reference_rows(ctx) == first

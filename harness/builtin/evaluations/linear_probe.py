@@ -16,7 +16,14 @@ from pydantic import Field
 from harness.api import ClassificationSet, EvalContext, MainScore, MetricInfo, Skip
 from harness.builtin.evaluations.keys import safe_key
 from harness.builtin.evaluations.reference_cache import cached, content_key, is_rate
-from harness.builtin.evaluations.references import PIXEL_SIDE, PIXELS, classification_rows, pixel_features
+from harness.builtin.evaluations.references import (
+    BINDING_FREE,
+    PIXEL_SIDE,
+    PIXELS,
+    binding_free_features,
+    classification_rows,
+    pixel_features,
+)
 
 METRICS = {"accuracy": MetricInfo("Linear probe accuracy", "downstream", True)}
 
@@ -108,8 +115,9 @@ class LinearProbe:
         return out
 
     def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
-        """Chance, the blind oracle and the same probe on raw pixels, per set (see ``references``; the
-        job-independent values are kept in ``ctx.cache_dir`` when the runner gives one)."""
+        """Chance, the blind oracle, the same probe on raw pixels and, for sets that declare them, on
+        their binding-free features, per set (see ``references``; the job-independent values are
+        kept in ``ctx.cache_dir`` when the runner gives one)."""
         rows: dict[str, dict[str, float]] = {}
         for es in ctx.of_type(ClassificationSet):
             labels = np.asarray(es.record.labels)
@@ -117,6 +125,9 @@ class LinearProbe:
                 continue
             values = classification_rows(es.record, ctx.cache_dir)
             values[PIXELS] = self._pixel_probe(es.record, labels, ctx.cache_dir)
+            free = self._binding_free_probe(es.record, labels, ctx.cache_dir)
+            if free is not None:
+                values[BINDING_FREE] = free
             for row, value in values.items():
                 rows.setdefault(row, {})[f"{safe_key(es.record.name)}.accuracy"] = value
         return rows
@@ -128,14 +139,26 @@ class LinearProbe:
         On the job's threads, which are part of the key: the thread count changes the order of the
         solver's floating-point sums, so the value is a function of that key alone, and a job gets the
         number it would compute itself."""
-        feats = pixel_features(record.images)
+        return self._cached_probe("pixel-probe", pixel_features(record.images), record, labels, cache_dir, seed,
+                                  {"pixel_side": PIXEL_SIDE})
+
+    def _binding_free_probe(self, record, labels: np.ndarray, cache_dir=None, seed: int = 0) -> float | None:
+        """The probe on the set's standardised ``tags["binding_free_features"]`` (``references``), cached
+        like ``_pixel_probe`` under its own kind; None when the set declares none."""
+        feats = binding_free_features(record)
+        if feats is None:
+            return None
+        return self._cached_probe("binding-free-probe", feats, record, labels, cache_dir, seed, {})
+
+    def _cached_probe(self, kind: str, feats: np.ndarray, record, labels: np.ndarray, cache_dir, seed: int,
+                      extra: dict[str, Any]) -> float:
         candidates = record.tags.get("candidates")
         threads = _job_threads()
         params = {"test_fraction": self.test_fraction, "C": self.C, "max_iter": self.max_iter, "seed": seed,
-                  "pixel_side": PIXEL_SIDE, "threads": threads}
+                  **extra, "threads": threads}
         content = {"features": feats, "labels": labels,
                    "candidates": np.asarray(candidates) if candidates is not None else None}
-        key = content_key("pixel-probe", params, content, libraries=("numpy", "scikit-learn", "scipy"))
-        return cached(cache_dir, "pixel-probe", key, valid=is_rate, about={"set": str(record.name), **params},
+        key = content_key(kind, params, content, libraries=("numpy", "scikit-learn", "scipy"))
+        return cached(cache_dir, kind, key, valid=is_rate, about={"set": str(record.name), **params},
                       compute=lambda: probe_accuracy(feats, labels, self.test_fraction, self.C, self.max_iter, seed,
                                                      candidates, threads=threads))

@@ -14,6 +14,12 @@ whether an objective is above the floor. Rows (``ROWS``):
   shape only and colour only) read from ``tags["attributes"]`` (attribute name -> one value per
   image), and the accuracy is estimated by cross-fitting. Sets with neither have no row.
 - ``raw pixels``: the linear probe itself on the raw pixels (for linear-probe columns only).
+- ``binding-free``: the linear probe itself on what a set declares a classifier may see without
+  binding attributes to each other, ``tags["binding_free_features"]`` ((N, F) numbers per image,
+  standardised by ``binding_free_features``; the shapes world's composition probe gives per colour
+  and per shape the pixel mass it covers, the sizes, shapes and colours present, never which colour
+  goes with which shape). A composition probe whose binding-free row is above chance can be solved
+  without binding (for linear-probe columns only; sets without the tag have no such row).
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ import numpy as np
 
 from harness.builtin.evaluations.reference_cache import cached, content_key, is_rate, is_rows
 
-CHANCE, ORACLE, PIXELS = "chance", "blind oracle", "raw pixels"
-ROWS = (CHANCE, ORACLE, PIXELS)
+CHANCE, ORACLE, PIXELS, BINDING_FREE = "chance", "blind oracle", "raw pixels", "binding-free"
+ROWS = (CHANCE, ORACLE, PIXELS, BINDING_FREE)
 PIXEL_SIDE = 16  # raw-pixel probes see images average-pooled to at most 16 x 16 x 3
 
 
@@ -91,6 +97,18 @@ def pixel_features(images: Any) -> np.ndarray:
     fh, fw = max(1, h // PIXEL_SIDE), max(1, w // PIXEL_SIDE)
     arr = arr[:, : h // fh * fh, : w // fw * fw].reshape(n, h // fh, fh, w // fw, fw, -1).mean(axis=(2, 4))
     return (arr / 255.0).reshape(n, -1).astype(np.float32)
+
+
+def binding_free_features(record: Any) -> np.ndarray | None:
+    """``tags["binding_free_features"]`` as float64, each column standardised over the set (mean 0,
+    standard deviation 1; a constant column becomes 0), so the probe's regularisation treats pixel
+    masses and 0/1 indicators alike; None when the set has no such tag."""
+    feats = record.tags.get("binding_free_features")
+    if feats is None:
+        return None
+    feats = np.asarray(feats, dtype=np.float64).reshape(len(record.labels), -1)
+    sd = feats.std(axis=0)
+    return np.where(sd > 0, (feats - feats.mean(axis=0)) / np.where(sd > 0, sd, 1.0), 0.0)
 
 
 def classification_rows(record: Any, cache_dir: Path | None = None) -> dict[str, float]:

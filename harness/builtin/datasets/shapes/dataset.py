@@ -20,6 +20,7 @@ from pydantic import Field
 
 from harness.api import ArithmeticSet, ArithmeticTriplet, ClassificationSet, EvalSet, RetrievalSet, bind_params
 from harness.builtin.datasets.shapes.attributes import COLOURS, POSITIONS, SHAPES, SIZES
+from harness.builtin.datasets.shapes.composition import composition_set
 from harness.builtin.datasets.shapes.grammar import (
     caption_draws,
     caption_groups,
@@ -38,7 +39,6 @@ COLOUR_TEMPLATES = ["a {c} shape", "something {c}", "a {c} object", "an image of
 COMBO_TEMPLATES = ["{c}", "the {c}", "a picture of the {c}", "{c} shape", "one {c}"]
 SIZE_TEMPLATES = ["a {c} shape", "something {c}", "a {c} object", "an image of something {c}", "{c}"]
 POSITION_TEMPLATES = ["a shape on the {c}", "something at the {c}", "an object in the {c}", "{c}", "the {c} one"]
-COMPOSITION_TEMPLATES = ["{c}", "a {c}", "a picture of a {c}", "an image of a {c}"]
 ATTRIBUTES = ("shape", "colour", "size", "position")
 
 # random streams: default_rng([seed, stream]); stream 0 is the world's held-out combinations; the
@@ -181,7 +181,8 @@ class ShapesDataset:
     ``shape_groups``: 1 (default) for batches of the sampled rows; g >= 2 for batches of groups of
     g scenes that differ only in one object's shape (``ShapesPairs``). ``negatives_per_pair``: K
     hard-negative captions per pair for losses that ask for ``text_negatives``. A loss that asks for
-    ``caption_group`` gets each caption's meaning (``grammar.caption_group``).
+    ``caption_group`` gets each caption's meaning (``grammar.caption_group``). ``composition``:
+    ``"legacy"`` (default) or ``"balanced"`` items of the composition probe (``composition.py``).
     """
 
     # params added after job ids of this world were published: left out of a job's params (and id) at
@@ -214,9 +215,14 @@ class ShapesDataset:
         headline: Annotated[list[Literal["shape", "colour", "size", "position", "composition"]] | None, Field(
             min_length=1, max_length=5, description=(
                 "the attribute tasks the zero-shot main score averages (null: every attribute task)"))] = None,
+        composition: Annotated[Literal["legacy", "balanced"], Field(description=(
+            "composition probe items: legacy (the first design: a shape's pixel area lets colour mass predict "
+            "the binding) or balanced (equal-area shapes, one size per image, random non-touching positions)"))
+        ] = "legacy",
     ):
         self.check_params(num_shapes=num_shapes, shape_groups=shape_groups, cache_dir=cache_dir, headline=headline)
         self.headline = tuple(headline) if headline is not None else None
+        self.composition = composition
         self.caption_style = captions
         self.shape_groups = shape_groups
         self.negatives_per_pair = negatives_per_pair
@@ -366,45 +372,18 @@ class ShapesDataset:
         return 1.0 / (len(SIZES) if asked == "size" else len(POSITIONS))
 
     def _composition(self, offset: int = 0) -> ClassificationSet | None:
-        """The composition probe: which object has which colour, two objects at a time.
-
-        A block is two held-out combinations (a, x) and (b, y) (different shapes and colours; each
-        shape and colour also occurs in training with other partners). Its two classes are the
-        bindings "x a and y b" (the held-out combinations) and "y a and x b" (the swap); every
-        image shows both objects of one binding (order, positions, sizes random) and chooses
-        between its block's two classes (``tags["candidates"]``). Each block has as many images
-        of one binding as of the other, so knowing the shapes or the colours of an image says
-        nothing about its class: a shape-only or colour-only oracle scores chance (0.5). None when
-        fewer than two held-out combinations have different shapes and colours.
+        """The composition probe (``composition.py``): per block of two held-out combinations (a, x)
+        and (b, y), images of "x a and y b" and of the swap "y a and x b", as many of each, each
+        choosing between its block's two bindings. ``legacy`` (default, unchanged): the first
+        design, where a shape's pixel area lets colour mass predict the binding (0.77 at seed 0);
+        ``balanced``: equal-area shapes with one multiset of alpha values, one size per image,
+        random non-touching positions, so no binding-free cue is informative (0.5). Both carry
+        ``tags["binding_free_features"]`` (the linear probe's "binding-free" reference row). The
+        other sets and the training split are the same under either. None when fewer than two
+        held-out combinations have different shapes and colours.
         """
-        held = sorted(self.world.unseen)
-        blocks = [(p, q) for i, p in enumerate(held) for q in held[i + 1:] if p[0] != q[0] and p[1] != q[1]]
-        if not blocks:
-            return None
-        per_class = max(1, self.eval_size // (2 * len(blocks)))
-        rng = self._rng(COMPOSITION + offset)
-        base = sample_scenes(rng, 2 * per_class * len(blocks), self.world.seen, self.image_size, 1.0)
-        labels, candidates, shapes, colours = [], [], [], []
-        classnames = []
-        for b, ((a, x), (bb, y)) in enumerate(blocks):
-            classnames += [f"{COLOURS[x].name} {SHAPES[a].name} and {COLOURS[y].name} {SHAPES[bb].name}",
-                           f"{COLOURS[y].name} {SHAPES[a].name} and {COLOURS[x].name} {SHAPES[bb].name}"]
-            for binding in (0, 1):
-                objects = [(a, x), (bb, y)] if binding == 0 else [(a, y), (bb, x)]
-                for _ in range(per_class):
-                    i = len(labels)
-                    order = (0, 1) if rng.random() < 0.5 else (1, 0)
-                    for slot, k in enumerate(order):
-                        base.shape[i, slot], base.colour[i, slot] = objects[k]
-                    labels.append(2 * b + binding)
-                    candidates.append([2 * b, 2 * b + 1])
-                    shapes.append(b)  # the block fixes the pair of shapes and the pair of colours
-                    colours.append(b)
-        tags = {"attribute": "composition", "candidates": np.array(candidates),
-                "attributes": {"shapes": np.array(shapes), "colours": np.array(colours)},
-                "oracle_features": [["shapes"], ["colours"]], "oracle_accuracy": 0.5}  # balanced: exactly 0.5
-        return ClassificationSet("composition", render(base, self.image_size), np.array(labels), classnames,
-                                 list(COMPOSITION_TEMPLATES), tags=tags)
+        return composition_set(self.world, self._rng(COMPOSITION + offset), self.eval_size, self.image_size,
+                               self.composition)
 
     def _retrieval(self, offset: int = 0) -> RetrievalSet:
         scenes = self._scenes(RETRIEVAL + offset, self.eval_size, self.world.seen, self.two_object_prob)
