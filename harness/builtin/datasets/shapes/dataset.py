@@ -187,7 +187,7 @@ class ShapesDataset:
 
     # params added after job ids of this world were published: left out of a job's params (and id) at
     # their defaults, so earlier jobs keep their ids (``harness.suite.id_stable``)
-    ID_OPTIONAL_PARAMS = ("headline",)
+    ID_OPTIONAL_PARAMS = ("headline", "composition")
     supplies = ("text_negatives", "caption_group")  # loss extras it feeds (get_batch_with_negatives, caption_groups)
     splits = ("test", "validation")  # eval_sets(split="validation"): the same sets from other draws, for tuning
 
