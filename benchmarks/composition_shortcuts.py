@@ -37,12 +37,7 @@ render_module = importlib.import_module("harness.builtin.datasets.shapes.render"
 
 def scenes_of(ds: ShapesDataset):
     """The composition set's scene table, drawn again from its random stream."""
-    rng = ds._rng(COMPOSITION)
-    blocks = composition.blocks_of(ds.world)
-    per_class = max(1, ds.eval_size // (2 * len(blocks)))
-    if ds.composition == "legacy":
-        return composition._legacy_scenes(ds.world, rng, blocks, per_class, ds.image_size)[0]
-    return composition._balanced_scenes(rng, blocks, per_class, ds.image_size)[0]
+    return composition.item_scenes(ds.world, ds._rng(COMPOSITION), ds.eval_size, ds.image_size, ds.composition)[0]
 
 
 def credit(pred0: np.ndarray, tie: np.ndarray, binding: np.ndarray) -> np.ndarray:

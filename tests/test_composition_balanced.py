@@ -42,13 +42,8 @@ def digest(comp: ClassificationSet) -> str:
 
 
 def scenes_of(ds: ShapesDataset):
-    """The composition set's scene table, drawn again from its stream."""
-    rng = ds._rng(COMPOSITION)
-    blocks = composition.blocks_of(ds.world)
-    per_class = max(1, ds.eval_size // (2 * len(blocks)))
-    if ds.composition == "legacy":
-        return composition._legacy_scenes(ds.world, rng, blocks, per_class, ds.image_size)[0]
-    return composition._balanced_scenes(rng, blocks, per_class, ds.image_size)[0]
+    """The composition set's scene table, drawn again from its random stream."""
+    return composition.item_scenes(ds.world, ds._rng(COMPOSITION), ds.eval_size, ds.image_size, ds.composition)[0]
 
 
 def block_colours_and_shapes(ds: ShapesDataset, labels: np.ndarray):

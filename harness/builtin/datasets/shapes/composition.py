@@ -71,19 +71,26 @@ def blocks_of(world: World) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     return [(p, q) for i, p in enumerate(held) for q in held[i + 1:] if p[0] != q[0] and p[1] != q[1]]
 
 
-def composition_set(world: World, rng: np.random.Generator, eval_size: int, image_size: int,
-                    design: str = "legacy") -> ClassificationSet | None:
-    """The composition set (module docstring), or None when the world has no block."""
+def item_scenes(world: World, rng: np.random.Generator, eval_size: int, image_size: int,
+                design: str = "legacy") -> tuple[Scenes, np.ndarray]:
+    """The items' scene table and labels (``2 * block + binding``), drawn from ``rng``: what
+    ``composition_set`` renders (the world must have a block)."""
     if design not in DESIGNS:
         raise ValueError(f"composition must be one of {', '.join(DESIGNS)}, got {design!r}")
     blocks = blocks_of(world)
-    if not blocks:
-        return None
     per_class = max(1, eval_size // (2 * len(blocks)))
     if design == "legacy":
-        scenes, labels = _legacy_scenes(world, rng, blocks, per_class, image_size)
-    else:
-        scenes, labels = _balanced_scenes(rng, blocks, per_class, image_size)
+        return _legacy_scenes(world, rng, blocks, per_class, image_size)
+    return _balanced_scenes(rng, blocks, per_class, image_size)
+
+
+def composition_set(world: World, rng: np.random.Generator, eval_size: int, image_size: int,
+                    design: str = "legacy") -> ClassificationSet | None:
+    """The composition set (module docstring), or None when the world has no block."""
+    blocks = blocks_of(world)
+    if not blocks:
+        return None
+    scenes, labels = item_scenes(world, rng, eval_size, image_size, design)
     classnames = []
     for (a, x), (b, y) in blocks:
         classnames += [f"{COLOURS[x].name} {SHAPES[a].name} and {COLOURS[y].name} {SHAPES[b].name}",
