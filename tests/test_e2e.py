@@ -53,7 +53,14 @@ def test_default_suite_has_the_required_rows():
     t001 = next(j for j in jobs if j.objective.display == "clip_t0.01")
     assert t001.objective.params["temperature"] == 0.01 and t001.objective.params["learnable_temperature"] is False
     assert all(j.train["steps"] == 0 for j in jobs if j.objective.display == "untrained")
-    assert len({j.seed for j in jobs}) == 3
+    # 10 world draws on the conv tower, the first 5 on the conv-stem ViT; headline shape, size, position
+    by_encoder = {}
+    for j in jobs:
+        by_encoder.setdefault(j.encoder.params["model"], set()).add((j.replicate, j.seed, j.dataset.params["seed"]))
+    assert by_encoder == {"harness-tiny-cnn": {(r, r, r) for r in range(10)},
+                          "harness-tiny-convvit": {(r, r, r) for r in range(5)}}
+    assert {tuple(j.dataset.params["headline"]) for j in jobs} == {("shape", "size", "position")}
+    assert {j.dataset.params["composition"] for j in jobs} == {"balanced"} and {j.reference for j in jobs} == {"clip"}
 
 
 @pytest.mark.slow

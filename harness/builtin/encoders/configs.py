@@ -4,7 +4,8 @@ They are plain open_clip configs (``embed_dim``, ``vision_cfg``, ``text_cfg``) s
 ``harness-tiny-vit`` (32x32 images, 2+2 layers, d=64) is the default suite's encoder and
 ``harness-small-vit`` (4+4 layers, width 256, d=128) a mid size; ``harness-tiny-cnn`` has a small
 conv net as image tower (``tiny_cnn.py``, a timm model the harness registers) and sees shape much
-sooner than the patch-8 ViT. All keep open_clip's BPE
+sooner than the patch-8 ViT; ``harness-tiny-convvit`` is a second tower family with the same text
+tower: a ViT with a convolutional stem (``conv_vit.py``, Xiao et al. 2021). All keep open_clip's BPE
 vocabulary (49,408 tokens), so any caption tokenizes offline. ``register_model_configs`` adds the
 folder to open_clip's config registry (``open_clip.add_model_config``) once; after that the names
 work anywhere an open_clip config name does.
@@ -38,9 +39,10 @@ def register_model_configs() -> list[str]:
     """Register the shipped configs with open_clip (idempotent); returns their names."""
     import open_clip
 
-    from harness.builtin.encoders.tiny_cnn import register_timm_models
+    from harness.builtin.encoders import conv_vit, tiny_cnn
 
-    register_timm_models()  # the timm towers the configs name (``harness_tiny_cnn``)
+    tiny_cnn.register_timm_models()  # the timm towers the configs name (``harness_tiny_cnn``,
+    conv_vit.register_timm_models()  # ``harness_conv_vit``)
     names = [p.stem for p in sorted(CONFIG_DIR.glob("*.json"))]
     known = set(open_clip.list_models())
     if any(n not in known for n in names):
