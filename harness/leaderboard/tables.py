@@ -256,7 +256,10 @@ def rule_table(rows: pd.DataFrame, stats: TableStats, runs) -> Table | None:
                     Cell(yes[r.qualifies])])
     headers = ["task", "in the headline", "chance", "best trained", "worst trained", "spread", "learned",
                "not saturated", "qualifies"]
-    return Table(f"Zero-shot tasks against the headline rule. {RULE}", headers, out)
+    declared = [r.task for r in rules if r.headline]
+    which = (f"The world declares its headline, the tasks the main score averages: {', '.join(declared)}. "
+             if declared else "The world declares no headline: the main score averages every attribute task. ")
+    return Table(f"Zero-shot tasks against the headline rule. {which}{RULE}", headers, out)
 
 
 def _pairwise_table(stats: TableStats) -> Table | None:
