@@ -104,7 +104,7 @@ def test_shipped_configs_register_idempotently():
 
     register_model_configs()
     n_paths = len(factory._MODEL_CONFIG_PATHS)
-    assert register_model_configs() == ["harness-small-vit", "harness-tiny-cnn", "harness-tiny-vit"]
+    assert register_model_configs() == ["harness-small-vit", "harness-tiny-cnn", "harness-tiny-convvit", "harness-tiny-vit"]
     assert len(factory._MODEL_CONFIG_PATHS) == n_paths
     cfg = shipped_configs()["harness-small-vit"]
     assert open_clip.get_model_config("harness-small-vit") == cfg
