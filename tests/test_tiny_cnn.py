@@ -61,11 +61,11 @@ def test_default_grammar_fits_the_default_encoder_context():
     from harness.builtin.encoders.configs import register_model_configs
 
     suite = default_suite()
-    [encoder] = suite["encoders"]
     [dataset] = suite["datasets"]
     assert dataset["name"] == "shapes" and dataset["params"].get("captions") == "canonical"
     register_model_configs()
-    context = open_clip.get_model_config(encoder["params"]["model"])["text_cfg"]["context_length"]
+    contexts = {open_clip.get_model_config(e["params"]["model"])["text_cfg"]["context_length"] for e in suite["encoders"]}
+    context = min(contexts)  # every tower family of the suite (they share the text tower)
     tokenizer = open_clip.tokenizer.SimpleTokenizer()
 
     def n(text: str) -> int:
@@ -90,5 +90,6 @@ def test_default_grammar_fits_the_default_encoder_context():
     # and through the encoder's own tokenizer: the end token survives in the longest caption
     worst = canonical_caption([(7, 6, 1, 0), (7, 6, 1, 1)])  # "large cyan hexagon left and ..."
     assert n(worst) + 2 == longest + 2
-    tok = open_clip.get_tokenizer(encoder["params"]["model"])([worst])[0]
-    assert int(tok[n(worst) + 1]) == tokenizer.eot_token_id
+    for encoder in suite["encoders"]:
+        tok = open_clip.get_tokenizer(encoder["params"]["model"])([worst])[0]
+        assert int(tok[n(worst) + 1]) == tokenizer.eot_token_id
