@@ -137,29 +137,8 @@ def _check_pool(pool: str, class_token: bool) -> None:
         raise ValueError("global_pool 'token' needs class_token=True")
 
 
-def _entrypoint(name: str, arch: dict[str, Any]):
-    def build(pretrained: bool = False, **kwargs: Any) -> ConvViT:
-        if pretrained:
-            raise ValueError(f"{name} has no pretrained weights")
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
-        return ConvViT(**{**arch, **kwargs})
-
-    build.__name__ = build.__qualname__ = name
-    return build
-
-
-_registered = False
-
-
 def register_timm_models() -> None:
     """Register every ``CONV_VITS`` name with timm (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    import timm
-    from timm.models import register_model
+    from harness.builtin.encoders.tiny_cnn import register_with_timm
 
-    for name, arch in CONV_VITS.items():
-        if name not in timm.list_models(name):
-            register_model(_entrypoint(name, arch))
-    _registered = True
+    register_with_timm(CONV_VITS, ConvViT)

@@ -73,29 +73,28 @@ class TinyConvNet(nn.Module):
         return self.head(self.global_pool(self.features(x)))
 
 
-def _entrypoint(name: str, arch: dict[str, Any]):
-    def build(pretrained: bool = False, **kwargs: Any) -> TinyConvNet:
+def timm_entrypoint(name: str, arch: dict[str, Any], cls: type) -> Any:
+    """A timm model entry point named ``name`` that builds ``cls(**arch, **kwargs)`` (no pretrained weights)."""
+    def build(pretrained: bool = False, **kwargs: Any) -> Any:
         if pretrained:
             raise ValueError(f"{name} has no pretrained weights")
         kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
-        return TinyConvNet(**{**arch, **kwargs})
+        return cls(**{**arch, **kwargs})
 
     build.__name__ = build.__qualname__ = name
     return build
 
 
-_registered = False
+def register_with_timm(models: dict[str, dict[str, Any]], cls: type) -> None:
+    """Register each name of ``models`` (name -> ``cls`` arguments) with timm, once (idempotent)."""
+    import timm
+    from timm.models import register_model
+
+    for name, arch in models.items():
+        if name not in timm.list_models(name):
+            register_model(timm_entrypoint(name, arch, cls))
 
 
 def register_timm_models() -> None:
     """Register every ``TINY_CNNS`` name with timm (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    import timm
-    from timm.models import register_model
-
-    for name, arch in TINY_CNNS.items():
-        if name not in timm.list_models(name):
-            register_model(_entrypoint(name, arch))
-    _registered = True
+    register_with_timm(TINY_CNNS, TinyConvNet)
