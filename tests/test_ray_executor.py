@@ -404,8 +404,9 @@ def test_sigterm_during_ray_wait_exits_143_after_cleanup(local_ray, tmp_path, mo
 
     def record_then_terminate(summary, job, result):
         real_record(summary, job, result)
-        if len(summary.ok) == 2:  # the last two jobs have >= 1 s to go: the signal lands in ray.wait
-            timers.append(threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)))
+        if len(summary.ok) == 2:  # the last two jobs have about 1 s to go; the handler only records the
+            # signal and the driver raises it after its next ray.wait, before it stores anything more
+            timers.append(threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)))
             timers[-1].start()
 
     monkeypatch.setattr(ray_executor, "record", record_then_terminate)
