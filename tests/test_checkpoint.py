@@ -389,8 +389,11 @@ def test_a_pool_worker_that_dies_runs_its_jobs_again_from_their_checkpoints(toy,
     assert proc.returncode == 0, err[-2000:]
     results = {j.id: json.loads((out / "toy" / j.id / "result.json").read_text()) for j in jobs}
     assert all(r["status"] == "ok" and r["env"]["attempts"] in (1, 2) for r in results.values()), err[-2000:]
-    assert results[jobs[0].id]["env"]["attempts"] == 2  # in flight when the pool broke (the other may have ended)
-    assert results[jobs[0].id]["env"]["resumed_from_step"] >= 20
+    # the killed worker is the first to have written the marker: its job (job 0 or job 1, both in
+    # flight) ran again from a checkpoint; the other may have ended on the surviving worker
+    again = [r for r in results.values() if r["env"]["attempts"] == 2]
+    assert again, err[-2000:]
+    assert all(r["env"]["resumed_from_step"] >= 10 for r in again)
     for job in jobs:
         whole = run_job(job, tmp_path / f"whole-{job.id}")
         assert without_timing(results[job.id]["metrics"]) == without_timing(whole["metrics"])
