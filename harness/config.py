@@ -70,6 +70,10 @@ class TrainConfig(Strict):
     # Write a checkpoint every this many steps, so a killed job resumes (0: never). Not part of the
     # job's id: it never changes the numbers (``harness.job.NOT_IN_ID``).
     checkpoint_every: Int = Field(default=CHECKPOINT_EVERY, ge=0, le=MAX_STEPS)
+    # Measure the gap of a fixed set of training pairs at this many evenly spaced points of the run
+    # (step 0 and the last included; ``harness.training.gapcurve``). Changes no trained number;
+    # part of the job's id only when set.
+    gap_curve: Int | None = Field(default=None, ge=2, le=1000)
 
     @field_validator("betas")
     @classmethod
@@ -91,13 +95,15 @@ class TrainConfig(Strict):
 
     @model_serializer(mode="wrap")
     def _omit_unset_scale(self, handler):
-        """Leave ``micro_batch`` out while it is None, and ``checkpoint_every`` while it is the default,
+        """Leave ``micro_batch`` and ``gap_curve`` out while None, and ``checkpoint_every`` while it is the default,
         so the train records of suites that do not use them are exactly what they were before."""
         data = handler(self)
         if self.micro_batch is None:
             data.pop("micro_batch", None)
         if self.checkpoint_every == CHECKPOINT_EVERY:
             data.pop("checkpoint_every", None)
+        if self.gap_curve is None:
+            data.pop("gap_curve", None)
         return data
 
 

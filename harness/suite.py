@@ -24,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from harness.config import Resources, Seed, Strict, TrainConfig, check_scale, format_validation_error
 from harness.errors import HarnessError, short_repr
 from harness.job import Job, PluginSpec
+from harness.plugin_checks import _check_factory, check_extras, check_requires  # noqa: F401 (re-exported)
 from harness.suite_yaml import read_suite_text, read_yaml
 from harness.tuning import TuneConfig
 
@@ -50,6 +51,9 @@ class ObjectiveRef(PluginRef):
 class EncoderRef(PluginRef):
     # with the suite's ``replicates: N``: this encoder runs only replicates 0..M-1 (M <= N)
     replicates: int | None = Field(default=None, ge=1, le=MAX_REPLICATES, strict=True)
+    # overrides of the suite's train config for this encoder's jobs (e.g. a batch-size axis:
+    # ``train: {batch_size: 16}``); an objective's own overrides are applied after these
+    train: dict[str, Any] = Field(default_factory=dict)
 
 
 class Suite(Strict):
@@ -107,6 +111,8 @@ class Suite(Strict):
                 raise ValueError(f"encoders[{i}].replicates: at most the suite's replicates "
                                  f"({self.replicates if self.replicates is not None else 'none: the suite gives seeds'}), "
                                  f"got {enc.replicates}")
+        if self.tune is not None and any(enc.train for enc in self.encoders):
+            raise ValueError("encoders[].train overrides cannot be combined with tune: (the trials are per objective)")
         return self
 
     def blocks(self) -> list[tuple[int | None, int]]:
@@ -115,18 +121,21 @@ class Suite(Strict):
             return [(None, seed) for seed in self.seeds]
         return [(r, r) for r in range(self.replicates)]
 
-    def train_for(self, i: int) -> TrainConfig:
-        """The train config of ``objectives[i]``: the suite's, with that objective's overrides.
+    def train_for(self, i: int, e: int | None = None) -> TrainConfig:
+        """The train config of ``objectives[i]`` (on ``encoders[e]``): the suite's, with that
+        encoder's overrides, then that objective's.
 
-        An override that sets ``steps`` or ``epochs`` replaces the suite's budget (so ``steps: 0``
+        An override that sets ``steps`` or ``epochs`` replaces the budget below it (so ``steps: 0``
         works in a suite that trains for some epochs). Raises ``pydantic.ValidationError``.
         """
-        override = self.objectives[i].train
         base = self.train.model_dump(exclude_unset=True)
-        if "steps" in override or "epochs" in override:
-            base.pop("steps", None)
-            base.pop("epochs", None)
-        return TrainConfig.model_validate({**base, **override})
+        layers = ([self.encoders[e].train] if e is not None else []) + [self.objectives[i].train]
+        for override in layers:
+            if "steps" in override or "epochs" in override:
+                base.pop("steps", None)
+                base.pop("epochs", None)
+            base = {**base, **override}
+        return TrainConfig.model_validate(base)
 
 
 def _known_fields(path: list[str]) -> list[str]:
@@ -201,88 +210,6 @@ def expand(suite: Suite, source: str = "<suite>", registry=None, check_build: bo
     return expand_grid(suite, source, registry, check_build).jobs
 
 
-def check_requires(suite: Suite, registry) -> None:
-    """Each distribution in ``requires`` is installed and loaded, else one line saying what to install."""
-    import importlib.metadata as md
-
-    from harness.registry import normalize_distribution
-
-    loaded = {normalize_distribution(e.distribution) for kind in registry.plugins.values() for e in kind.values()}
-    for i, name in enumerate(suite.requires):
-        try:
-            md.version(name)
-        except md.PackageNotFoundError:
-            raise HarnessError(
-                f"requires[{i}]: this suite needs the plugin distribution {name!r}, which is not installed; "
-                f"pip install {name} (from the harness repository: pip install ./plugins/{name})"
-            ) from None
-        if normalize_distribution(name) not in loaded:
-            raise HarnessError(
-                f"requires[{i}]: {name!r} is installed but none of its plugins loaded (see the warnings above, "
-                f"or HARNESS_LOAD_PLUGINS)"
-            )
-
-
-def _check_factory(kind: str, spec: PluginSpec, field: str, registry, build: bool = True) -> Any:
-    """Build the plugin once and return it (or, with ``build=False``, call its factory's
-    ``check_params`` if it has one, and return None); a ``ValueError``/``TypeError`` is bad input.
-
-    The error names ``field.params.<p>`` for the first param its message mentions. Any other
-    exception is a bug in the plugin and propagates (the CLI logs its traceback).
-    """
-    entry = registry.get(kind, spec.name)
-    check = entry.create if build else entry.info.check_params
-    if not callable(check):
-        return None
-    from harness.registry import PluginEscaped, guarded
-
-    try:
-        made = guarded(check, **spec.params)
-    except PluginEscaped as exc:
-        raise HarnessError(f"{field}: {kind} {spec.name!r} ({entry.distribution}) failed while building: {exc}") from None
-    except (ValueError, TypeError) as exc:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        named = [p for p in sorted(spec.params, key=len, reverse=True) if re.search(rf"\b{re.escape(p)}\b", text)]
-        where = f"{field}.params.{named[0]}" if named else f"{field}.params"
-        text = text if len(text) <= 300 else text[:297] + "..."
-        raise HarnessError(f"{where}: {kind} {spec.name!r} rejected its params: {text}") from None
-    return made if build else None
-
-
-def check_extras(loss: Any, spec: PluginSpec, field: str, datasets: list[PluginSpec], registry) -> tuple[str, ...]:
-    """The loss's declared extras, each a known name and each one the suite's datasets can supply;
-    a built loss's ``momentum`` (momentum towers) a float in (0, 1), present if it asks for their features."""
-    from harness.registry import declared_extras
-    from harness.types import LOSS_EXTRAS, MOMENTUM_EXTRAS, SUPPLIED_EXTRAS, loss_momentum
-
-    extras = declared_extras(loss)
-    for name in extras:
-        if not isinstance(name, str) or name not in LOSS_EXTRAS:
-            raise HarnessError(
-                f"{field}: loss {spec.name!r} declares an unknown extra {short_repr(name, 40)}; "
-                f"known extras: {', '.join(LOSS_EXTRAS)}"
-            )
-    for name in set(extras) & set(SUPPLIED_EXTRAS):
-        for d, ds in enumerate(datasets):
-            entry = registry.get("dataset", ds.name)
-            if name not in entry.supplies:
-                able = sorted(n for n, e in registry.plugins["dataset"].items() if name in e.supplies)
-                raise HarnessError(
-                    f"{field}: loss {spec.name!r} needs the extra {name!r}, which dataset {ds.name!r} "
-                    f"(datasets[{d}]) cannot supply; datasets that can: {', '.join(able) or 'none'}"
-                )
-    if not isinstance(loss, type):  # a built loss (a factory's attributes may be properties)
-        try:
-            momentum = loss_momentum(loss)
-        except ValueError as exc:
-            raise HarnessError(f"{field}: loss {spec.name!r}: {exc}") from None
-        wanted = [name for name in extras if name in MOMENTUM_EXTRAS]
-        if wanted and momentum is None:
-            raise HarnessError(f"{field}: loss {spec.name!r} declares {wanted[0]!r} but has no momentum attribute "
-                               f"(a float in (0, 1): the EMA rate of the momentum towers whose features it asks for)")
-    return extras
-
-
 def check_main_score(suite: Suite, evaluations: list[PluginSpec]) -> None:
     """An explicit ``main_score`` names one of the suite's evaluations: ``<evaluation>.<key>``."""
     if suite.main_score is None:
@@ -330,6 +257,23 @@ def check_reference(suite: Suite, objectives: list[PluginSpec]) -> str | None:
         raise HarnessError(f"reference: {short_repr(suite.reference)} is not an objective of this suite; "
                            f"one of: {', '.join(labels)}")
     return suite.reference
+
+
+def _cell_train(suite: Suite) -> dict[tuple[int, int], TrainConfig]:
+    """(objective, encoder) -> train config, for the encoders with ``train`` overrides (checked
+    like an objective's; one-line errors naming both entries)."""
+    out = {}
+    for e, enc in enumerate(suite.encoders):
+        if not enc.train:
+            continue
+        for i in range(len(suite.objectives)):
+            where = f"encoders[{e}].train" if not suite.objectives[i].train else f"encoders[{e}].train with objectives[{i}].train"
+            try:
+                out[(i, e)] = cfg = suite.train_for(i, e)
+            except pydantic.ValidationError as exc:
+                raise HarnessError(format_validation_error(exc, "", prefix=where)[2:]) from None
+            check_scale(cfg, suite.resources, where)
+    return out
 
 
 @dataclass
@@ -385,6 +329,7 @@ def _expand(suite: Suite, registry, check_build: bool) -> Grid:
             raise HarnessError(format_validation_error(exc, "", prefix=f"objectives[{i}].train")[2:]) from None
         check_scale(train, suite.resources, f"objectives[{i}].train" if "batch_size" in ref.train else "train")
         objectives.append((i, spec, train))
+    cell_train = _cell_train(suite)
     encoders = [_spec("encoder", r, f"encoders[{i}]", registry) for i, r in enumerate(suite.encoders)]
     datasets = [_spec("dataset", r, f"datasets[{i}]", registry) for i, r in enumerate(suite.datasets)]
     evaluations = [_spec("evaluation", r, f"evaluations[{i}]", registry) for i, r in enumerate(suite.evaluations)]
@@ -419,7 +364,7 @@ def _expand(suite: Suite, registry, check_build: bool) -> Grid:
             objective=obj,
             encoder=enc,
             dataset=world_draw(ds, replicate, suite.datasets[d], f"datasets[{d}]", registry),
-            train=train.model_dump(),
+            train=cell_train.get((i, e), train).model_dump(),
             seed=seed,
             evaluations=evaluations,
             save=list(suite.save),

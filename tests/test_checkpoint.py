@@ -221,7 +221,8 @@ def test_open_clip_tiny_model_resumes_bit_identically(tmp_path):
         "objectives": ["clip"],
         "encoders": [{"name": "open_clip", "params": {"model": "harness-tiny-cnn"}}],
         "datasets": [{"name": "shapes", "params": {"train_size": 256, "eval_size": 32}}],
-        "train": {"steps": 9, "batch_size": 16, "lr": 1e-3, "log_every": 2, "checkpoint_every": 3, "warmup": 2},
+        "train": {"steps": 9, "batch_size": 16, "lr": 1e-3, "log_every": 2, "checkpoint_every": 3, "warmup": 2,
+                  "gap_curve": 4},
         "evaluations": ["gap"],
     }
     job = expand(parse_suite(data))[0]
@@ -233,10 +234,12 @@ def test_open_clip_tiny_model_resumes_bit_identically(tmp_path):
     assert whole["status"] == "ok" and result["status"] == "ok", result["traceback"]
     assert result["env"]["resumed_from_step"] == 6
     assert without_timing(result["metrics"]) == without_timing(whole["metrics"])
-    assert log_records(tmp_path / "second") == log_records(tmp_path / "whole")  # probes included
+    assert log_records(tmp_path / "second") == log_records(tmp_path / "whole")  # probes and gap curve included
+    assert [r["step"] for r in log_records(tmp_path / "whole") if "gap" in r] == [0, 3, 6, 9]
     if importlib.util.find_spec("tensorboard"):  # the attribute probes over training as curves too
         curves, resumed = scalars(tmp_path / "tb-whole"), scalars(tmp_path / "tb")
         assert [s for s, _ in curves["probe/shape"]] == [0, 2, 4, 7, 9]
+        assert [s for s, _ in curves["gap/centroid_distance"]] == [0, 3, 6, 9]
         assert {"batch/shape_only_rows", "temperature", "lr"} <= set(curves)
         assert all(resumed[tag] == curves[tag] for tag in curves if not tag.startswith("throughput"))
 

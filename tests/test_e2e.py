@@ -53,6 +53,9 @@ def test_default_suite_has_the_required_rows():
     t001 = next(j for j in jobs if j.objective.display == "clip_t0.01")
     assert t001.objective.params["temperature"] == 0.01 and t001.objective.params["learnable_temperature"] is False
     assert all(j.train["steps"] == 0 for j in jobs if j.objective.display == "untrained")
+    trained = [j for j in jobs if j.objective.display != "untrained"]
+    assert {(j.encoder.params["model"], j.train["steps"]) for j in trained} == {("harness-tiny-cnn", 800),
+                                                                                 ("harness-tiny-convvit", 600)}
     # 10 world draws on the conv tower, the first 5 on the conv-stem ViT; headline shape, size, position
     by_encoder = {}
     for j in jobs:
@@ -159,3 +162,29 @@ def test_a_suite_requiring_a_missing_distribution_says_what_to_install(tmp_path)
     assert run.returncode == 2 and run.stderr.count("\n") == 1
     assert ("requires[0]: this suite needs the plugin distribution 'harness-not-there', which is not installed; "
             "pip install harness-not-there") in run.stderr
+
+
+def test_the_paper_suites_hold_their_designs():
+    """paper-3d: d = 3, T = 0.01 fixed, equal epochs at 5 batch sizes from below d to well above it, a gap
+    curve; gap-batch: 3 batch sizes with equal pairs seen; same-modality: 2 x 2 x 4 arms, 5 replicates."""
+    from harness.suite import expand, load_suite
+
+    jobs = expand(load_suite(ROOT / "suites" / "paper-3d.yaml"))
+    assert {j.encoder.params["embed_dim"] for j in jobs} == {3}
+    assert sorted({j.train["batch_size"] for j in jobs}) == [2, 4, 8, 32, 128]
+    assert {(j.train["epochs"], j.train["steps"], j.train["gap_curve"]) for j in jobs} == {(100.0, None, 21)}
+    assert {j.dataset.params["train_size"] for j in jobs} == {128} and len({j.replicate for j in jobs}) == 5
+    assert {(j.objective.params["temperature"], j.objective.params["learnable_temperature"]) for j in jobs} == {(0.01, False)}
+
+    jobs = expand(load_suite(ROOT / "suites" / "gap-batch.yaml"))
+    pairs_seen = {j.train["batch_size"]: j.train["epochs"] * j.dataset.params["train_size"] for j in jobs}
+    assert sorted(pairs_seen) == [16, 64, 256] and set(pairs_seen.values()) == {38_400}
+    assert {j.train["warmup"] * j.train["batch_size"] for j in jobs} <= {3_200, 3_072}  # the same warm-up pairs
+    assert {j.objective.name for j in jobs} == {"clip", "siglip", "cua"} and len({j.replicate for j in jobs}) == 5
+
+    jobs = expand(load_suite(ROOT / "suites" / "same-modality.yaml"))
+    arms = {(j.encoder.params["shared_init"], j.encoder.params["views"], j.objective.params["temperature"],
+             j.objective.params["learnable_temperature"]) for j in jobs}
+    assert len(arms) == 16 and len(jobs) == 80
+    assert {(t, learn) for *_, t, learn in arms} == {(0.01, False), (0.03, False), (0.07, False), (0.07, True)}
+    assert {j.encoder.params["model"] for j in jobs} == {"harness-tiny-cnn"}

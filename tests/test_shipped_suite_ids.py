@@ -17,9 +17,11 @@ PINNED = {
     "coco-finetune": (27, "0b6a23cf298e8221"),
     "digits": (15, "5ca13de0db348d3e"),
     "gap-tuned": (51, "c1cb9d0b402c94d8"),
-    "gap": (135, "e9cab74869db5b4e"),
+    "gap": (135, "02d55f835b20cc9d"),  # 800 steps (conv), 600 (ViT) since round 3
     "paper-dims": (45, "f5cbf155bac9c444"),
-    "same-modality": (24, "e37bf6a4c44188d6"),
+    "same-modality": (80, "bfc5f5c6b8dff59a"),  # the 16 unconfounded arms since round 3
+    "gap-batch": (45, "555a290ba114245a"),
+    "paper-3d": (25, "dea0edfa914c9476"),
     "smoke": (3, "b71d5e7b7ffa9c3e"),
     "suppression": (32, "4c14486121629aa4"),
     "zoo-smoke": (20, "b4b1904287e630da"),

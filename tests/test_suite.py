@@ -377,3 +377,39 @@ def test_a_param_added_later_leaves_earlier_ids_alone_at_its_default(fake_regist
     assert "headline" not in plain[0].dataset.params and "num_colours" in plain[0].dataset.params
     assert chosen[0].dataset.params["headline"] == ["shape", "position"]
     assert not {j.id for j in chosen} & {j.id for j in plain}
+
+
+def test_encoder_train_overrides_give_each_encoder_its_budget_and_objectives_apply_after(fake_registry, write_suite):
+    """A batch-size axis: ``encoders[].train`` overrides the suite's train config for that encoder's
+    jobs; an objective's own override (``steps: 0``) is applied after it; other encoders' ids stay."""
+    plain = _jobs(_variant(objectives="[{name: fake_clip, label: untrained, train: {steps: 0}}, fake_cua]",
+                           train="{epochs: 2, batch_size: 4}"), write_suite)
+    text = _variant(objectives="[{name: fake_clip, label: untrained, train: {steps: 0}}, fake_cua]",
+                    train="{epochs: 2, batch_size: 4}",
+                    encoders="[fake_tower, {name: fake_tower, label: b8, params: {dim: 16}, train: {batch_size: 8}}, "
+                             "{name: fake_tower, label: s5, params: {dim: 4}, train: {steps: 5}}]")
+    jobs = {(j.objective.display, j.encoder.display, j.seed): j for j in _jobs(text, write_suite)}
+    assert jobs[("fake_cua", "b8", 0)].train["batch_size"] == 8 and jobs[("fake_cua", "b8", 0)].train["epochs"] == 2.0
+    assert jobs[("fake_cua", "fake_tower", 0)].train["batch_size"] == 4
+    assert (jobs[("fake_cua", "s5", 0)].train["steps"], jobs[("fake_cua", "s5", 0)].train["epochs"]) == (5, None)
+    untrained = jobs[("untrained", "b8", 0)].train
+    assert (untrained["steps"], untrained["epochs"], untrained["batch_size"]) == (0, None, 8)
+    assert {j.id for j in plain} <= {j.id for j in jobs.values()}  # the encoder without overrides: same ids
+
+
+@pytest.mark.parametrize("encoders, error", [
+    ("[{name: fake_tower, train: {batch_size: 0}}]",
+     r"encoders\[0\]\.train\.batch_size: Input should be greater than or equal to 1"),
+    ("[{name: fake_tower, train: {nope: 1}}]", r"encoders\[0\]\.train\.nope"),
+    ("[{name: fake_tower, train: {steps: 2, epochs: 1}}]", r"encoders\[0\]\.train.*steps or epochs, not both"),
+])
+def test_a_bad_encoder_train_override_is_a_one_line_error(fake_registry, write_suite, encoders, error):
+    with pytest.raises(HarnessError, match=error) as exc:
+        _jobs(_variant(encoders=encoders), write_suite)
+    assert "\n" not in str(exc.value)
+
+
+def test_encoder_train_overrides_and_tuning_are_refused_together(fake_registry, write_suite):
+    text = _variant(encoders="[{name: fake_tower, train: {batch_size: 8}}]") + "tune:\n  grid: {train.lr: [1.0e-3, 3.0e-3]}\n"
+    with pytest.raises(HarnessError, match=r"encoders\[\]\.train overrides cannot be combined with tune"):
+        _jobs(text, write_suite)

@@ -56,7 +56,7 @@ from harness.errors import HarnessError, printable
 
 FORMATS = ("md", "html", "csv")
 __all__ = ["build_leaderboard", "build_index", "FORMATS"]
-PLOT_FILES = ("cd_diagram.png", "gap_vs_score.png", "tuning.png", "loss_curves.png", "param_sweep.png")
+PLOT_FILES = ("cd_diagram.png", "gap_vs_score.png", "tuning.png", "loss_curves.png", "param_sweep.png", "gap_curve.png")
 
 
 def _default_out(suite: str) -> Path:
@@ -184,6 +184,9 @@ def _write(store, agg, prov, out_dir: Path, formats: list[str], pub=None) -> Non
         plots = make_plots(store, agg, out_dir)
         part, more = page_extras(store, agg, out_dir, pub, compared)
         plots.update(more)
+        from harness.leaderboard.progress import curve_part
+
+        part = [p for p in (part, curve_part(store, out_dir)) if p is not None]
         secs = sections(agg, store)
         if "md" in formats:
             from harness.leaderboard.markdown import render_readme

@@ -64,7 +64,7 @@ def render_page(store: RunStore, prov: list[tuple[str, str]], secs: list[Section
     for kind in ("cd", "gap"):
         if kind in plots:
             parts += [f"<h3>{e(plots[kind].title)}</h3>", _image(out, plots[kind])]
-    if part is not None:  # harness.leaderboard.published.Part
+    for part in ([] if part is None else part if isinstance(part, list) else [part]):  # published.Part
         parts += [f"<h2>{e(part.title)}</h2>"] + [f"<p>{e(text)}</p>" for text in part.lines]
         for table in part.tables:
             parts += [f"<h3>{e(table.title)}</h3>", render_table(table)]

@@ -113,7 +113,8 @@ def _figure(p: Plot) -> list[str]:
 
 
 def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Section], plots: dict[str, Plot], part=None) -> str:
-    """``part``: a ``harness.leaderboard.published.Part`` shown after the main-score tables and their figures."""
+    """``part``: a ``harness.leaderboard.published.Part`` (or a list of them) shown after the main-score
+    tables and their figures."""
     from tabulate import tabulate
 
     out = [f"# Leaderboard: {md(store.suite)}", "", md(headline(store, prov)), ""]
@@ -125,7 +126,7 @@ def render_readme(store: RunStore, prov: list[tuple[str, str]], secs: list[Secti
     for kind in ("cd", "gap"):
         if kind in plots:
             out += _figure(plots[kind])
-    if part is not None:
+    for part in ([] if part is None else part if isinstance(part, list) else [part]):
         out += [f"## {md(part.title)}", ""] + [line for text in part.lines for line in (md(text), "")]
         for table in part.tables:
             out += [f"### {md(table.title)}", "", render_table(table), ""]

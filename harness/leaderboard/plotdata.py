@@ -138,3 +138,19 @@ def read_probes(path: Path) -> dict[str, list[tuple[float, float]]]:
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             continue
     return out
+
+
+def read_gap_curve(path: Path) -> dict[str, list[tuple[float, float, float]]]:
+    """metric -> [(step, epoch, value)] from a job's log (its ``gap`` records, ``harness.training.gapcurve``)."""
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    for rec in _records(path):
+        try:
+            step, epoch, gap = float(rec["step"]), float(rec["epoch"]), rec["gap"]
+            if not drawable(step, epoch):
+                continue
+            for name, value in list(gap.items())[:100]:
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and drawable(value):
+                    out.setdefault(printable(str(name))[:80], []).append((step, epoch, float(value)))
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+            continue
+    return out

@@ -2,6 +2,9 @@
 
 When the encoders of a dataset's runs are one plugin that differ in exactly one param, and that
 param is a number, distinct per encoder (``embed_dim: 32, 64, 128``), the page plots the gap
+metrics against it. The train settings an encoder's jobs share (its ``encoders[].train``
+overrides, e.g. a batch-size axis) count as params named ``train.<field>``; settings that differ
+among one encoder's jobs (an ``untrained`` row's ``steps: 0``) do not. The page plots the gap
 metrics (centroid distance, linear separability: the ``gap`` evaluation's columns) against it: one
 line per objective, the mean over the jobs that finished with ± one sample std as error bars, x
 read from each job's record (``job.encoder.params``). Published numbers (``harness.leaderboard.published``),
@@ -65,11 +68,24 @@ def sweep_param(specs: dict[str, tuple[str, dict[str, Any]]]) -> str | None:
     return varying[0]
 
 
+def _shared_train(runs: list) -> dict[str, Any]:
+    """``{"train.<field>": value}`` for the train settings all of ``runs`` share."""
+    trains = [run.job.get("train") if isinstance(run.job.get("train"), dict) else {} for run in runs]
+    keys = set(trains[0]).intersection(*trains[1:]) if trains else set()
+    same = [k for k in sorted(keys) if len({json.dumps(t[k], sort_keys=True, default=str) for t in trains}) == 1]
+    return {f"train.{k}": trains[0][k] for k in same}
+
+
 def sweeps(store: RunStore) -> dict[str, tuple[str, dict[str, float]]]:
     """dataset -> (the swept param, {encoder label: its value}) for each dataset whose encoders sweep one."""
     by_dataset: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+    runs_of: dict[tuple[str, str], list] = {}
     for run in store.runs:
         by_dataset.setdefault(run.dataset, {}).setdefault(run.encoder, encoder_spec(run))
+        runs_of.setdefault((run.dataset, run.encoder), []).append(run)
+    for dataset, specs in by_dataset.items():
+        for encoder, (name, params) in specs.items():
+            specs[encoder] = (name, {**params, **_shared_train(runs_of[(dataset, encoder)])})
     out = {}
     for dataset, specs in sorted(by_dataset.items()):
         param = sweep_param(specs)
@@ -94,6 +110,11 @@ def sweep_data(results: pd.DataFrame, xs: dict[str, float], dataset: str, column
                          "std": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan, "n": len(vals)})
     frame = pd.DataFrame(rows, columns=["objective", "encoder", "x", "mean", "std", "n"])
     return frame.sort_values(["objective", "x"], kind="stable").reset_index(drop=True)
+
+
+def _axis(param: str) -> str:
+    """The x-axis name of a swept param: an encoder param, or a train setting of the encoder's jobs."""
+    return f"train setting {param[6:]}" if param.startswith("train.") else f"encoder param {param}"
 
 
 def _span(ns: pd.Series) -> str:
@@ -158,7 +179,7 @@ def sweep_plot(store: RunStore, agg: Aggregate, out: Path, overlay: pd.DataFrame
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.minorticks_off()
         display = store.metrics[column].display
-        ax.set_xlabel(_text(f"encoder param {param}"), fontsize=LABEL_SIZE)
+        ax.set_xlabel(_text(_axis(param)), fontsize=LABEL_SIZE)
         ax.set_ylabel(_text(f"{display} ({column})"), fontsize=LABEL_SIZE)
         ax.set_title(_title(f"{display} against {param}: {dataset}", 44), fontsize=TITLE_SIZE)
         ax.tick_params(labelsize=LEGEND_SIZE + 1)
@@ -169,7 +190,8 @@ def sweep_plot(store: RunStore, agg: Aggregate, out: Path, overlay: pd.DataFrame
         return None
     _save(fig, out / FILE)
     params = ", ".join(sorted({p for p, _ in found.values()}))
+    axes_text = ", ".join(sorted({_axis(p) for p, _ in found.values()}))
     return Plot(FILE, f"Gap metrics against {params}",
-                f"x: the encoder param {params} (from each job's record); y: the gap metric. One line per objective: "
+                f"x: {axes_text} (from each job's record); y: the gap metric. One line per objective: "
                 "the mean over the replicates that finished, error bars ± one sample std (our runs). Hollow markers, "
                 "labelled published, are the published numbers for the same objective and x, from another setting.")

@@ -5,7 +5,8 @@ Each ``log.jsonl`` record becomes scalars at its step (steps counted from 1, as 
 ``loss/total`` (the window's mean) and ``loss/<term>`` (the last step's terms), ``lr``,
 ``temperature`` (and ``bias``), ``throughput/samples_per_s``, ``epoch``, ``batch/<statistic>`` (a
 dataset's batch statistics) and ``probe/<attribute>`` (the attribute probes of
-``harness.diagnostics``, at step 0 too). A fresh run empties its directory first; a resumed one
+``harness.diagnostics``, at step 0 too) and ``gap/<metric>`` (the gap curve of
+``harness.training.gapcurve``, at step 0 too). A fresh run empties its directory first; a resumed one
 (``first_step`` > 0) keeps what was written up to its checkpoint and opens a writer with
 ``purge_step = first_step + 1``, so TensorBoard drops whatever the killed run wrote after it and the
 curves continue with the same step numbers as an uninterrupted run's. ``flush`` is called before
@@ -40,6 +41,10 @@ class Curves:
         if "probe" in record:
             for name, accuracy in record["probe"].items():
                 scalar(f"probe/{name}", accuracy, step)
+            return
+        if "gap" in record:
+            for name, value in record["gap"].items():
+                scalar(f"gap/{name}", value, step)
             return
         scalar("loss/total", record["loss"], step)
         for name, value in record.get("terms", {}).items():

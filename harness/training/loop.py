@@ -20,6 +20,7 @@ import torch
 
 from harness.config import TrainConfig
 from harness.diagnostics import TrainingDiagnostics
+from harness.training.gapcurve import GapCurve
 from harness.distributed import world
 from harness.precision import resolve_precision
 from harness.training.checkpoint import Checkpointing, Checkpoints
@@ -134,7 +135,9 @@ def train(
         saver = Checkpoints(checkpoint, plan, model, loss_fn, state, device) if checkpoint else None
         resume = saver.load() if saver else None
         writer = Curves(curves[0], resume["step"] if resume else 0, curves[1]) if curves and plan.rank == 0 else None
-        log = TrainLog(log_file, cfg.log_every, steps, plan.batch, n, loss_fn, diagnostics, progress, writer)
+        gap_curve = (GapCurve(pairs, encoder, device, plan.precision, steps, cfg.gap_curve, n, seed, cfg.eval_batch_size)
+                     if cfg.gap_curve and plan.rank == 0 else None)
+        log = TrainLog(log_file, cfg.log_every, steps, plan.batch, n, loss_fn, diagnostics, progress, writer, gap_curve)
         try:
             if resume is not None:
                 saver.restore(resume, diagnostics, log)

@@ -3,7 +3,7 @@
 Every ``log_every`` steps, and after the last, one record: the mean loss over the window, the
 last step's terms, learning rate, throughput, elapsed time, the loss's temperature (and bias)
 and the dataset's batch statistics. Steps count from 1. Time spent probing (``harness.diagnostics``)
-or writing checkpoints is left out of the training time. With ``curves`` (``harness.training.curves``)
+the gap curve (``harness.training.gapcurve``) or writing checkpoints is left out of the training time. With ``curves`` (``harness.training.curves``)
 every record also goes to TensorBoard.
 """
 
@@ -26,8 +26,9 @@ class TrainLog:
 
     def __init__(self, file: IO[str] | None, log_every: int, steps: int, batch: int, n: int,
                  loss_fn: torch.nn.Module, diagnostics: TrainingDiagnostics,
-                 progress: Callable[[TrainState], None] | None, curves=None) -> None:
+                 progress: Callable[[TrainState], None] | None, curves=None, gap_curve=None) -> None:
         self.file, self.log_every, self.steps, self.batch, self.n = file, log_every, steps, batch, n
+        self.gap_curve = gap_curve  # harness.training.gapcurve.GapCurve, or None
         self.loss_fn, self.diagnostics, self.progress, self.curves = loss_fn, diagnostics, progress, curves
         self.final_loss: float | None = None  # the last record's loss
         self.t0 = time.perf_counter()
@@ -66,12 +67,19 @@ class TrainLog:
         self.final_loss = record["loss"]
 
     def probe(self, done: int) -> None:
-        """The diagnostics' probe after ``done`` steps (when one is due), its time off the clock."""
+        """The diagnostics' probe and the gap curve's point after ``done`` steps (when due), their
+        time off the clock."""
         before = self.diagnostics.seconds
         record = self.diagnostics.probe(done, self.file)
         if record is not None and self.curves is not None:
             self.curves.add(record)
         self.off_clock(self.diagnostics.seconds - before)
+        if self.gap_curve is not None:
+            before = self.gap_curve.seconds
+            record = self.gap_curve.measure(done, done * self.batch / self.n, self.file)
+            if record is not None and self.curves is not None:
+                self.curves.add(record)
+            self.off_clock(self.gap_curve.seconds - before)
 
     def off_clock(self, seconds: float) -> None:
         """Leave ``seconds`` just spent (probing, checkpointing) out of the training time."""
