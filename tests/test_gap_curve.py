@@ -78,6 +78,35 @@ def test_epochs_to_halve_is_the_first_point_at_half_the_start():
     assert np.isnan(epochs_to_halve([(0, 0.8), (1, 0.7)]))  # never within the budget
     assert np.isnan(epochs_to_halve([(0, 0.0), (1, 0.0)]))  # no gap to halve
     assert np.isnan(epochs_to_halve([]))
+    assert np.isnan(epochs_to_halve([(1, 0.8), (2, 0.1)]))  # no point at epoch 0: no start to halve
+
+
+def test_a_curve_point_that_cannot_be_measured_is_logged_and_the_job_goes_on(tmp_path, monkeypatch):
+    import harness.training.gapcurve as gapcurve
+
+    def broken(*args, **kwargs):
+        raise ValueError("image_emb has non-finite values")
+
+    monkeypatch.setattr(gapcurve, "gap_metrics", broken)
+    _, _, records = _run(3, tmp_path / "log.jsonl")
+    gap = [r for r in records if "gap" in r]
+    assert [(r["step"], r["gap"], r["gap_error"]) for r in gap] == [(s, {}, "image_emb has non-finite values") for s in (0, 3, 6)]
+    assert [r["step"] for r in records if "loss" in r] == [3, 6]  # training finished
+
+
+@pytest.mark.parametrize("train, expected", [
+    ({"batch 16": {"batch_size": 16, "warmup": 200}, "batch 256": {"batch_size": 256, "warmup": 12}}, "train.batch_size"),
+    ({"a": {"batch_size": 16, "lr": 1e-3}, "b": {"batch_size": 16, "lr": 2e-3}}, "train.lr"),
+    ({"a": {"lr": 1e-3, "warmup": 1}, "b": {"lr": 2e-3, "warmup": 2}}, None),  # two settings, neither the batch size
+    ({"a": {"batch_size": 16, "checkpoint_every": 5}, "b": {"batch_size": 32, "checkpoint_every": 0}}, "train.batch_size"),
+])
+def test_the_sweep_axis_among_train_settings(train, expected):
+    from types import SimpleNamespace
+
+    from harness.leaderboard.sweep import _shared_train, sweep_param
+
+    specs = {enc: ("open_clip", {"model": "m", **_shared_train([SimpleNamespace(job={"train": t})])}) for enc, t in train.items()}
+    assert sweep_param(specs) == expected
 
 
 def _job(root, job_id, batch, replicate, curve, cd_end):
@@ -124,4 +153,8 @@ def test_the_page_shows_the_gap_over_training_and_the_batch_size_sweep(tmp_path)
     assert by_encoder["batch 2"][3:] == ["2", "0.900 ± 0.141", "0.250 ± 0.071", "7.5 (2/2)", "10"]
     assert by_encoder["batch 128"][3:] == ["2", "1.100 ± 0.141", "0.800 ± 0.141", "— (0/2)", "10"]
     assert "](gap_curve.png)" in section and (out / "gap_curve.png").exists()
+    from harness.leaderboard.progress import curve_table
+
+    start_at_zero = curve_table({("shapes", "shared", "clip"): [{"centroid_distance": [(0, 0.0), (1, 0.3)]}] * 2})
+    assert [c.text for c in start_at_zero.rows[0]][3:] == ["2", "0.000 ± 0.000", "0.300 ± 0.000", "n/a (no gap at step 0)", "1"]
     assert "](param_sweep.png)" in readme and "train setting batch_size" in readme

@@ -8,7 +8,8 @@ Per (dataset, encoder, objective), from each ok job's ``gap`` records in ``log.j
 - the table: the centroid distance before training and at the end (mean ± sample std over
   replicates), and the *epochs to halve*: per replicate, the first measured epoch at which the
   centroid distance is at most half its value before training; the cell shows the median over
-  replicates and how many reached it (``2.0 (5/5)``; ``— (0/5)`` when none did within the budget).
+  replicates and how many reached it (``2.0 (5/5)``; ``— (0/5)`` when none did within the budget;
+  ``n/a (no gap at step 0)`` when no replicate had a gap to halve, e.g. towers that start identical).
 
 The threshold is relative (half the starting gap), so no absolute "closed" value is assumed; the
 resolution is the curve's spacing (the budget / (K - 1)).
@@ -47,9 +48,15 @@ def curves(store: RunStore) -> dict[tuple[str, str, str], list[dict[str, list[tu
     return out
 
 
+def has_start(points: list[tuple[float, float]]) -> bool:
+    """Whether the curve starts at epoch 0 with a gap to halve (a positive value)."""
+    return bool(points) and points[0][0] == 0 and points[0][1] > 0
+
+
 def epochs_to_halve(points: list[tuple[float, float]]) -> float:
-    """The first epoch whose value is at most ``HALF`` x the first point's (NaN if none is, or no start)."""
-    if not points or not (points[0][1] > 0):
+    """The first epoch whose value is at most ``HALF`` x the value at epoch 0 (NaN if none is, or the
+    curve has no positive value at epoch 0: nothing to halve)."""
+    if not has_start(points):
         return math.nan
     start = points[0][1]
     return next((epoch for epoch, value in points[1:] if value <= HALF * start), math.nan)
@@ -68,10 +75,11 @@ def curve_table(found) -> Table:
         cd = [job["centroid_distance"] for job in jobs]
         start = [c[0][1] for c in cd if c and c[0][0] == 0]
         end = [c[-1][1] for c in cd if c]
-        halves = [epochs_to_halve(c) for c in cd]
+        halves = [epochs_to_halve(c) for c in cd if has_start(c)]  # replicates with a gap at step 0
         reached = [h for h in halves if math.isfinite(h)]
         median = float(np.median(reached)) if reached else math.nan
-        text = f"{median:.3g} ({len(reached)}/{len(halves)})" if reached else f"— (0/{len(halves)})"
+        text = (f"{median:.3g} ({len(reached)}/{len(halves)})" if reached else f"— (0/{len(halves)})" if halves
+                else "n/a (no gap at step 0)")
         last = max((c[-1][0] for c in cd if c), default=math.nan)
         rows.append([Cell(dataset), Cell(encoder), Cell(objective), Cell(str(len(jobs)), len(jobs)),
                      Cell(_mean_sd(start)), Cell(_mean_sd(end)), Cell(text, median if reached else None),
@@ -96,8 +104,8 @@ def curve_plot(found, out: Path) -> Plot | None:
             series = [dict(job[metric]) for job in jobs if metric in job]
             if not series:
                 continue
-            epochs = sorted(set.intersection(*(set(s) for s in series)))
-            mean = [float(np.mean([s[x] for s in series])) for x in epochs]
+            epochs = sorted(set().union(*(set(s) for s in series)))  # each point: the replicates that have it
+            mean = [float(np.mean([s[x] for s in series if x in s])) for x in epochs]
             keep = [(x, y) for x, y in zip(epochs, mean) if drawable(x, y)]
             if not keep:
                 continue

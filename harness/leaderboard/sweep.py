@@ -4,7 +4,9 @@ When the encoders of a dataset's runs are one plugin that differ in exactly one 
 param is a number, distinct per encoder (``embed_dim: 32, 64, 128``), the page plots the gap
 metrics against it. The train settings an encoder's jobs share (its ``encoders[].train``
 overrides, e.g. a batch-size axis) count as params named ``train.<field>``; settings that differ
-among one encoder's jobs (an ``untrained`` row's ``steps: 0``) do not. The page plots the gap
+among one encoder's jobs (an ``untrained`` row's ``steps: 0``) do not, nor do bookkeeping settings
+(``checkpoint_every``, ``log_every``, ``gap_curve``). When several train settings vary and one is
+the batch size (a warm-up scaled with it), the batch size is the axis. The page plots the gap
 metrics (centroid distance, linear separability: the ``gap`` evaluation's columns) against it: one
 line per objective, the mean over the jobs that finished with ± one sample std as error bars, x
 read from each job's record (``job.encoder.params``). Published numbers (``harness.leaderboard.published``),
@@ -28,6 +30,8 @@ from harness.leaderboard.plots import (LABEL_SIZE, LEGEND_SIZE, TITLE_SIZE, Plot
                                        _save, _text, _title, plot_order)
 
 FILE = "param_sweep.png"
+AXIS = "train.batch_size"  # preferred when several train settings vary together with it
+IGNORED_TRAIN = ("checkpoint_every", "log_every", "gap_curve")  # never an axis: they change no trained number
 LEAVES = ("centroid_distance", "linear_separability")  # the gap evaluation's columns plotted, in panel order
 
 
@@ -60,6 +64,8 @@ def sweep_param(specs: dict[str, tuple[str, dict[str, Any]]]) -> str | None:
     params = [p for _, p in specs.values()]
     names = sorted(set().union(*(p.keys() for p in params)))
     varying = [k for k in names if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in params}) > 1]
+    if len(varying) > 1 and AXIS in varying and all(k.startswith("train.") for k in varying):
+        varying = [AXIS]  # a batch-size axis whose other settings follow it (a warm-up over the same pairs)
     if len(varying) != 1:
         return None
     values = [p.get(varying[0]) for p in params]
@@ -69,9 +75,10 @@ def sweep_param(specs: dict[str, tuple[str, dict[str, Any]]]) -> str | None:
 
 
 def _shared_train(runs: list) -> dict[str, Any]:
-    """``{"train.<field>": value}`` for the train settings all of ``runs`` share."""
+    """``{"train.<field>": value}`` for the train settings all of ``runs`` share (bookkeeping
+    settings that change no trained number, ``IGNORED_TRAIN``, left out)."""
     trains = [run.job.get("train") if isinstance(run.job.get("train"), dict) else {} for run in runs]
-    keys = set(trains[0]).intersection(*trains[1:]) if trains else set()
+    keys = (set(trains[0]).intersection(*trains[1:]) if trains else set()) - set(IGNORED_TRAIN)
     same = [k for k in sorted(keys) if len({json.dumps(t[k], sort_keys=True, default=str) for t in trains}) == 1]
     return {f"train.{k}": trains[0][k] for k in same}
 

@@ -7,8 +7,10 @@ second stream of their own, so the training run draws exactly what it would with
 (its numbers do not change; only the log gains records). At each point the model embeds them in
 eval mode without gradient (the image side, and the text side or, for a same-modality encoder, the
 second view) and ``harness.metrics.gap_metrics`` reads the geometry; the record
-``{"step": k, "epoch": e, "gap": {metric: value}}`` goes to ``log.jsonl`` (and TensorBoard). The
-time it takes is left out of the training time. This is the paper's gap-against-training-progress
+``{"step": k, "epoch": e, "gap": {metric: value}}`` goes to ``log.jsonl`` (and TensorBoard); when
+the metrics cannot be computed (embeddings that are not finite, fewer than 2 pairs) the record holds
+``"gap": {}`` and a one-line ``gap_error``, and the job goes on. The time it takes is left out of
+the training time. This is the paper's gap-against-training-progress
 experiment (Fahim et al. 2024, the 3-D experiment).
 """
 
@@ -72,8 +74,11 @@ class GapCurve:
                 y = embed_images(self.encoder, images, self.device, self.batch_size, self.precision, pair=True)
         finally:
             model.train(was_training)
-        metrics = gap_metrics(x, y, seed=self.seed)
-        record = {"step": done, "epoch": epoch, "gap": {k: float(metrics[k]) for k in CURVE_METRICS}}
+        try:
+            metrics = gap_metrics(x, y, seed=self.seed)
+            record = {"step": done, "epoch": epoch, "gap": {k: float(metrics[k]) for k in CURVE_METRICS}}
+        except ValueError as exc:  # e.g. non-finite embeddings: the point is lost, never the job
+            record = {"step": done, "epoch": epoch, "gap": {}, "gap_error": " ".join(str(exc).split())[:200]}
         if log_file:
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
