@@ -61,11 +61,19 @@ def suite_copy(source: Path, out: Path, mode: str, steps: int | None, objectives
         suite["train"]["steps"] = steps
         suite["train"]["warmup"] = min(int(suite["train"].get("warmup", 0)), steps)
         suite["train"]["log_every"] = min(int(suite["train"].get("log_every", 10)), steps)
+        for enc in suite.get("encoders", []):  # an encoder's own budget (gap's ViT) is reduced too
+            if isinstance(enc, dict) and isinstance(enc.get("train"), dict) and "steps" in enc["train"]:
+                enc["train"]["steps"] = steps
     if objectives:
         def label(o):
             return o if isinstance(o, str) else (o.get("label") or o["name"])
         suite["objectives"] = [o for o in suite["objectives"] if label(o) in objectives]
-    if seeds is not None:
+    if seeds is not None and "replicates" in suite:  # a replicated suite: its first len(seeds) replicates
+        suite["replicates"] = len(seeds)
+        for enc in suite.get("encoders", []):
+            if isinstance(enc, dict) and enc.get("replicates"):
+                enc["replicates"] = min(enc["replicates"], len(seeds))
+    elif seeds is not None:
         suite["seeds"] = seeds
     for dataset in suite.get("datasets", []):
         params = dataset.setdefault("params", {}) if isinstance(dataset, dict) else None
