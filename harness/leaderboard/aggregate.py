@@ -297,6 +297,13 @@ def _fill(row: dict, head: Headline) -> None:
     row["mean_rank"] = float(fr.mean_ranks[o]) if fr is not None and o in fr.mean_ranks else np.nan
 
 
+def natural_key(text: str) -> list:
+    """A sort key that orders the numbers inside labels by value ("batch 8" before "batch 32")."""
+    import re
+
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(text)) if part]
+
+
 def aggregate(store: RunStore) -> Aggregate:
     """Everything the outputs need, from the final runs of ``store``."""
     metrics = store.metrics
@@ -306,7 +313,8 @@ def aggregate(store: RunStore) -> Aggregate:
     runs = store.runs  # aligned with results' rows
     tables: dict[tuple[str, str], TableStats] = {}
     rows, ref_rows = [], []
-    for (dataset, encoder), jobs in results.groupby(GROUP_KEYS, sort=True):
+    groups = sorted(results.groupby(GROUP_KEYS, sort=False), key=lambda g: (natural_key(g[0][0]), natural_key(g[0][1])))
+    for (dataset, encoder), jobs in groups:  # "batch 8" before "batch 32", "d=32" before "d=128"
         ok_jobs = jobs[ok.loc[jobs.index]]
         ok_runs = [runs[i] for i in ok_jobs.index]
         main, why = select_main_score(ok_jobs, ok_runs, metrics)

@@ -90,8 +90,14 @@ def table_notes(stats) -> list[str]:
                      f"(SD {_num(math.sqrt(mx.resid_var))})." + (f" Note: {mx.note}." if mx.note else ""))
     if head.friedman is not None:
         notes.append(friedman_sentence(head.friedman))
-    notes += [kendall_sentence(k) for k in head.kendall]
+    notes += [kendall_sentence(k) for k in head.kendall if _rankable(k)]
     return notes
+
+
+def _rankable(k: Kendall) -> bool:
+    """Whether a Kendall pair is worth a sentence: pairs of tables with fewer than 3 shared trained
+    objectives (a sweep of one objective over encoders) have no τ to give; ``across.csv`` keeps their note."""
+    return len(k.objectives) >= 3
 
 
 def friedman_sentence(fr: Friedman) -> str:
@@ -122,5 +128,5 @@ def across_notes(agg) -> list[str]:
     out = []
     if agg.across is not None:
         out.append(friedman_sentence(agg.across) + " Objectives: those trained in every table.")
-    out += [kendall_sentence(k) for k in agg.kendall]
+    out += [kendall_sentence(k) for k in agg.kendall if _rankable(k)]
     return out

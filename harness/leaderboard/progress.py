@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.leaderboard.aggregate import natural_key
 from harness.leaderboard.load import RunStore
 from harness.leaderboard.plotdata import drawable, read_gap_curve
 from harness.leaderboard.plots import (LABEL_SIZE, LEGEND_SIZE, TITLE_SIZE, Plot, _colors, _figure, _linestyles, _save,
@@ -71,7 +72,7 @@ def _mean_sd(values: list[float]) -> str:
 
 def curve_table(found) -> Table:
     rows = []
-    for (dataset, encoder, objective), jobs in found.items():
+    for (dataset, encoder, objective), jobs in sorted(found.items(), key=lambda kv: (kv[0][0], natural_key(kv[0][1]), kv[0][2])):
         cd = [job["centroid_distance"] for job in jobs]
         start = [c[0][1] for c in cd if c and c[0][0] == 0]
         end = [c[-1][1] for c in cd if c]
@@ -92,13 +93,13 @@ def curve_table(found) -> Table:
 def curve_plot(found, out: Path) -> Plot | None:
     datasets = sorted({d for d, _, _ in found})
     panels = [(d, m) for d in datasets for m in PANELS if any(m in job for (dd, _, _), jobs in found.items() if dd == d for job in jobs)]
-    keys = sorted({f"{o} | {e}" for _, e, o in found})
+    keys = sorted({f"{o} | {e}" for _, e, o in found}, key=natural_key)
     colors, styles = _colors(keys), _linestyles(keys)
     fig, axes = _figure(len(panels), 2, (6.8, 4.6))
     drew = False
     for ax, (dataset, metric) in zip(axes, panels):
         positive = True
-        for (d, encoder, objective), jobs in found.items():
+        for (d, encoder, objective), jobs in sorted(found.items(), key=lambda kv: natural_key(f"{kv[0][2]} | {kv[0][1]}")):
             if d != dataset:
                 continue
             series = [dict(job[metric]) for job in jobs if metric in job]
