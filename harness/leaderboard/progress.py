@@ -28,7 +28,7 @@ from harness.leaderboard.plotdata import drawable, read_gap_curve
 from harness.leaderboard.plots import (LABEL_SIZE, LEGEND_SIZE, TITLE_SIZE, Plot, _colors, _figure, _linestyles, _save,
                                        _text, _title)
 from harness.leaderboard.published import Part
-from harness.leaderboard.tables import Cell, Table
+from harness.leaderboard.tables import Cell, Table, fmt_cell
 
 FILE = "gap_curve.png"
 PANELS = ("centroid_distance", "linear_separability")
@@ -64,10 +64,9 @@ def epochs_to_halve(points: list[tuple[float, float]]) -> float:
 
 
 def _mean_sd(values: list[float]) -> str:
+    """``mean ± sample std`` of the finite values, in the page's cell format (``tables.fmt_cell``)."""
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
-    if not len(v):
-        return "—"
-    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+    return fmt_cell(float(v.mean()) if len(v) else math.nan, float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v))
 
 
 def curve_table(found) -> Table:

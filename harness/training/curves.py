@@ -38,14 +38,11 @@ class Curves:
 
     def add(self, record: dict[str, Any]) -> None:
         step, scalar = int(record["step"]), self.writer.add_scalar
-        if "probe" in record:
-            for name, accuracy in record["probe"].items():
-                scalar(f"probe/{name}", accuracy, step)
-            return
-        if "gap" in record:
-            for name, value in record["gap"].items():
-                scalar(f"gap/{name}", value, step)
-            return
+        for kind in ("probe", "gap"):  # a probe or gap-curve record: its values only
+            if kind in record:
+                for name, value in record[kind].items():
+                    scalar(f"{kind}/{name}", value, step)
+                return
         scalar("loss/total", record["loss"], step)
         for name, value in record.get("terms", {}).items():
             scalar(f"loss/{name}", value, step)
