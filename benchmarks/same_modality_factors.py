@@ -10,7 +10,8 @@ that differ in one factor with the others held fixed, paired by replicate (the s
 training seed): initialisation (shared − separate, per views × temperature), views (augmented −
 identical, per initialisation × temperature) and temperature (0.01 − 0.07 and 0.03 − 0.07 fixed,
 learnable − 0.07 fixed, per initialisation × views). Paired t (scipy ``ttest_rel``), Holm over all
-contrasts of a metric (statsmodels ``multipletests``); a contrast whose differences are all equal
+contrasts of a metric: the leaderboard's own ``harness.leaderboard.stats.paired`` and ``holm``
+(scipy ``ttest_rel``, statsmodels ``multipletests``); a contrast whose differences are all equal
 gets no p (the reason in ``note``). Writes one row per contrast and prints a summary per factor.
 """
 
@@ -36,7 +37,9 @@ def arms(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def contrast(ok: pd.DataFrame, metric: str, factor: str, a: dict, b: dict, fixed: dict) -> dict:
-    from scipy.stats import ttest_rel
+    """Arm ``a`` against arm ``b`` (the ``fixed`` settings shared), paired by replicate with the
+    leaderboard's own test (``harness.leaderboard.stats.paired``: paired t, no p for a degenerate pair)."""
+    from harness.leaderboard.stats import paired
 
     def values(sel: dict) -> pd.Series:
         rows = ok
@@ -45,23 +48,16 @@ def contrast(ok: pd.DataFrame, metric: str, factor: str, a: dict, b: dict, fixed
         return rows.set_index("replicate")[metric].astype(float)
 
     va, vb = values(a), values(b)
-    shared = sorted(set(va.index) & set(vb.index))
-    d = (va[shared] - vb[shared]).to_numpy()
-    row = {"metric": metric, "factor": factor, **{f"fixed.{k}": v for k, v in fixed.items()},
-           "a": " ".join(str(v) for v in a.values()), "b": " ".join(str(v) for v in b.values()), "n": len(shared),
-           "mean_a": float(va[shared].mean()), "mean_b": float(vb[shared].mean()), "diff": float(d.mean()) if len(d) else np.nan,
-           "test": "paired t", "p_value": np.nan, "note": ""}
-    if len(d) < 2:
-        row["note"] = "fewer than 2 paired replicates"
-    elif np.all(d == d[0]):
-        row["note"] = "every paired difference is equal: no test"
-    else:
-        row["p_value"] = float(ttest_rel(va[shared], vb[shared]).pvalue)
-    return row
+    replicates = sorted(set(va.index) | set(vb.index))
+    p = paired(va.reindex(replicates).to_numpy(), vb.reindex(replicates).to_numpy())
+    return {"metric": metric, "factor": factor, **{f"fixed.{k}": v for k, v in fixed.items()},
+            "a": " ".join(str(v) for v in a.values()), "b": " ".join(str(v) for v in b.values()), "n": p.n,
+            "mean_a": p.mean_a, "mean_b": p.mean_b, "diff": p.diff, "test": "paired t", "p_value": p.p_value,
+            "note": p.note}
 
 
 def contrasts(ok: pd.DataFrame) -> pd.DataFrame:
-    from statsmodels.stats.multitest import multipletests
+    from harness.leaderboard.stats import holm
 
     rows = []
     for metric in METRICS:
@@ -80,10 +76,9 @@ def contrasts(ok: pd.DataFrame) -> pd.DataFrame:
                     block.append(contrast(ok, metric, "temperature", {"objective": t}, {"objective": "clip_t0.07"},
                                           {"init": init, "views": views}))
         tested = [i for i, r in enumerate(block) if np.isfinite(r["p_value"])]
-        holm = multipletests([block[i]["p_value"] for i in tested], method="holm")[1] if tested else []
         for r in block:
             r["p_holm"] = np.nan
-        for i, p in zip(tested, holm):
+        for i, p in zip(tested, holm([block[i]["p_value"] for i in tested])):
             block[i]["p_holm"] = float(p)
         rows += block
     frame = pd.DataFrame(rows)

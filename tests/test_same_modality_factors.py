@@ -51,7 +51,7 @@ def test_a_contrast_of_equal_differences_gets_no_p():
     frame = factors.contrasts(factors.arms(toy()))
     sep = frame[frame["metric"] == "gap.linear_separability"]
     assert sep["p_value"].isna().all() and sep["p_holm"].isna().all()  # every arm at 0.5: nothing to test
-    assert set(sep["note"]) == {"every paired difference is equal: no test"} and not sep["significant"].any()
+    assert set(sep["note"]) == {"identical scores on every replicate: no t-test"} and not sep["significant"].any()
 
 
 def test_bad_encoder_labels_are_refused():
