@@ -225,6 +225,51 @@ def _run(job: Job, out_dir: Path, progress, result: dict[str, Any], device: torc
     result["env"]["eval_time_s"] = time.perf_counter() - t_eval
 
 
+def world_key(job: Job) -> str:
+    """What a job's model-free evaluation work depends on: its evaluation sets (dataset, split), its
+    evaluations and its threads (a probe's cache key). Jobs with one key share ``prepare``'s work."""
+    return json.dumps({"dataset": job.dataset.identity(), "split": getattr(job, "split", "test"),
+                       "evaluations": [e.identity() for e in job.evaluations],
+                       "threads": job_threads(job.resources, workers_of(job.resources))},
+                      sort_keys=True, separators=(",", ":"), default=str)
+
+
+def shared_worlds(jobs: list[Job]) -> set[str]:
+    """The ``world_key``s that two or more of ``jobs`` share: an executor prepares each of them once,
+    just before it starts the first of their jobs."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        key = world_key(job)
+        counts[key] = counts.get(key, 0) + 1
+    return {key for key, n in counts.items() if n > 1}
+
+
+def prepare(job: Job, cache_dir: str | Path) -> float | None:
+    """Compute into ``cache_dir`` what ``job``'s evaluations keep there independently of any model
+    (each evaluation's optional ``prepare(records, cache_dir)``: the reference rows' probes and
+    oracles), on the job's threads, so that the first job of a world costs what the others do and
+    a second worker trains while the references are computed. The same functions and cache keys as
+    a job's own ``reference_rows``: no number changes. Best effort: whatever fails here (a bad
+    dataset, a plugin's error) is left for the job itself to meet and record; returns the seconds
+    spent, or None when nothing was prepared."""
+    t0 = time.perf_counter()
+    try:
+        with pinned(job_threads(job.resources, workers_of(job.resources))), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the job that reads a value does not log its warnings either
+            evaluations = [create_plugin("evaluation", spec) for spec in job.evaluations]
+            hooks = [e.prepare for e in evaluations if callable(getattr(e, "prepare", None))]
+            if not hooks:
+                return None
+            records = eval_sets_of(create_plugin("dataset", job.dataset), job)
+            for hook in hooks:
+                hook(records, Path(cache_dir))
+    except BaseException as exc:  # noqa: BLE001 - the job meets the same error and records it
+        if interrupts.is_user_stop(exc):
+            raise
+        return None
+    return time.perf_counter() - t0
+
+
 def phase_reporter(progress: Callable[[TrainState], None] | None, steps: int) -> Callable[[str], None]:
     """``announce(phase)``: tell the caller's progress callback that the job entered ``phase``
     (``TrainState.phase``: "embed", "evaluate <name>"), its training done."""

@@ -380,6 +380,10 @@ class Evaluation(Protocol):
     - ``reference_rows(ctx) -> {row: {key: value}}``: floors and ceilings computed from the
       evaluation sets (chance, an oracle, a raw-pixel probe...), keyed like the evaluation's own
       result (dotted paths); the leaderboard shows them as marked rows, never ranked.
+    - ``prepare(records, cache_dir) -> None``: compute into ``cache_dir`` what ``reference_rows``
+      will read from it and no model changes (a raw-pixel probe, an oracle), from the evaluation
+      sets alone. The executors of this machine call it once per world that several jobs share,
+      before the first of them, on the jobs' threads; its errors are ignored (the job meets them).
     """
 
     metric_info: dict[str, MetricInfo]

@@ -167,6 +167,27 @@ SOURCE = textwrap.dedent(
             return {"mean_cos": float((x * y).sum(1).mean())}
 
 
+    class PreparedMeanCos(MeanCos):
+        """MeanCos with a ``prepare`` hook; both append "<what> <pid> <time>" to ``<cache>/toy-prepare.log`` (test only)."""
+
+        def prepare(self, records, cache_dir):
+            assert [r.name for r in records] == ["colour", "retrieval"]
+            self._note(cache_dir, "prepare")
+
+        def evaluate(self, ctx):
+            self._note(ctx.cache_dir, "evaluate")
+            return super().evaluate(ctx)
+
+        @staticmethod
+        def _note(cache_dir, what):
+            import os
+
+            if cache_dir is not None:
+                os.makedirs(cache_dir, exist_ok=True)
+                with open(os.path.join(cache_dir, "toy-prepare.log"), "a") as fh:
+                    fh.write(f"{what} {os.getpid()} {time.time()}\\n")
+
+
     @hookimpl
     def harness_register_losses(register):
         register("toy_dot", DotLoss)
@@ -186,6 +207,7 @@ SOURCE = textwrap.dedent(
     @hookimpl
     def harness_register_evaluations(register):
         register("toy_meancos", MeanCos)
+        register("toy_prepared", PreparedMeanCos)
     '''
 )
 

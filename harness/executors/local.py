@@ -11,13 +11,15 @@ from harness.config import workers_of
 from harness.errors import printable
 from harness.executors.common import Summary, acquire, describe, drop_checkpoint, record, side_dirs
 from harness.job import Job
-from harness.runner import run_job
+from harness.runner import prepare, run_job, world_key
 from harness.store import Store
 
 
 def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1) -> None:
     """Jobs here, ``at_once`` at a time: one after another in this process, or in a pool of job
-    processes (``harness.executors.pool``). A job with ``resources.workers_per_job`` > 1 runs its Ray
+    processes (``harness.executors.pool``). Before the first job of each world that several jobs
+    share, the world's model-free reference values are computed into the run's cache
+    (``runner.prepare``), so that job costs what the others do. A job with ``resources.workers_per_job`` > 1 runs its Ray
     Train workers on a loopback-only local Ray, started for the first such job
     (``ray_train.LocalWorkers``); a suite with such jobs runs them one at a time."""
     quiet = not sys.stderr.isatty()
@@ -32,10 +34,12 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
             suite_bar.close()
         return
     workers = None
+    ahead: set[str] = set()  # worlds whose reference values are computed before their first job here
     if jobs:
-        from harness.runner import warm_up
+        from harness.runner import shared_worlds, warm_up
 
         warm_up()
+        ahead = shared_worlds([job for job in jobs if workers_of(job.resources) == 1])
     try:
         for n, job in enumerate(jobs, 1):
             if not acquire(store, job, summary):
@@ -54,6 +58,10 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
                     bar.update(state.step - bar.n)
                     bar.set_postfix(loss=f"{state.loss:.3f}", sps=f"{state.samples_per_s:.0f}", refresh=False)
 
+                if ahead and workers_of(job.resources) == 1 and world_key(job) in ahead:
+                    ahead.discard(world_key(job))
+                    job_bar.set_description(f"{printable(job.objective.display)[:24]}: references"[:60])
+                    prepare(job, store.dir / ".cache")
                 try:
                     if workers_of(job.resources) > 1:
                         from harness.executors.ray_train import LocalWorkers

@@ -98,6 +98,16 @@ def _run_in_worker(job_dict: dict[str, Any], tmp: str, cache_dir: str | None = N
         return failed_result(job, one_line(exc), traceback.format_exc(), env={"executor": "local"})
 
 
+def _prepare_in_worker(job_dict: dict[str, Any], cache_dir: str) -> float | None:
+    """Worker body of a world's preparation (``runner.prepare``): best effort, never raises."""
+    from harness.runner import prepare
+
+    try:
+        return prepare(Job.from_dict(job_dict), cache_dir)
+    except BaseException:  # noqa: BLE001 - the world's jobs compute what is missing themselves
+        return None
+
+
 class JobPool:
     """Up to ``n`` jobs at once in worker processes; ``finished`` is called in the driver for each."""
 
@@ -106,6 +116,7 @@ class JobPool:
         self.store, self.n, self.threads, self.summary, self.finished = store, n, threads, summary, finished
         self.pool: cf.ProcessPoolExecutor | None = None
         self.flight: dict[cf.Future, tuple[Job, Any]] = {}
+        self.prep: set[cf.Future] = set()  # worlds being prepared (``runner.prepare``): no job, no result
         self.shown = shown  # called with {job display: phase} of the jobs in flight, as phases change
         self.phases = multiprocessing.get_context("spawn").Queue(maxsize=1000) if shown is not None else None
         self.current: dict[str, str] = {}
@@ -141,25 +152,35 @@ class JobPool:
             self.store.release(job.id)
 
     def run(self, jobs: list[Job]) -> None:
+        from harness.runner import shared_worlds, world_key
+
         queue = list(jobs)
+        ahead = shared_worlds(jobs)  # each prepared in a worker of its own just before its first job starts
         retry: list[Job] = []
         try:
             while queue or self.flight:
                 self.pool = self.pool or self._start(self.n)
                 refused = False
-                while queue and len(self.flight) < self.n:
+                while queue and len(self.flight) + len(self.prep) < self.n:
                     try:
+                        key = world_key(queue[0]) if ahead else None
+                        if key in ahead:
+                            self.prep.add(self.pool.submit(_prepare_in_worker, queue[0].to_dict(), str(self.store.dir / ".cache")))
+                            ahead.discard(key)
+                            continue
                         self._submit(self.pool, queue[0])
                     except cf.process.BrokenProcessPool:  # the jobs in flight will show it; this one waits
                         refused = True
                         break
                     queue.pop(0)
-                if not self.flight:
+                if not self.flight and not self.prep:
                     if refused:  # nothing in flight to surface the break: a fresh pool for the queue
                         self._close(kill=True)
                     continue
-                done, _ = cf.wait(list(self.flight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait([*self.flight, *self.prep], timeout=0.5, return_when=cf.FIRST_COMPLETED)
                 self._show()
+                self.prep -= done  # a preparation leaves only cache entries behind
+                done = {f for f in done if f in self.flight}
                 broken = [f for f in done if isinstance(f.exception(), cf.process.BrokenProcessPool)]
                 for future in done:
                     if future not in broken:  # finished before the pool broke: kept
@@ -198,6 +219,7 @@ class JobPool:
         """The jobs in flight (when a worker died, or the run stops), their temporary directories
         removed and their locks released; returned to run again alone after a worker's death."""
         jobs = []
+        self.prep.clear()
         for future in list(self.flight):
             job, tmp = self.flight.pop(future)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,7 @@ triplet's ``target_ids``. Words are embedded as given, each distinct word once.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -83,12 +84,19 @@ class Arithmetic:
     def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
         """Chance and the blind oracle of each set's hit@k, the same at every lambda (see ``references``;
         kept in ``ctx.cache_dir`` when the runner gives one)."""
+        return self._rows([es.record for es in ctx.of_type(ArithmeticSet)], ctx.cache_dir)
+
+    def prepare(self, records: list, cache_dir: Path) -> None:
+        """Compute the oracle rows into ``cache_dir`` before any job needs them (once per world)."""
+        self._rows([r for r in records if isinstance(r, ArithmeticSet)], cache_dir)
+
+    def _rows(self, records: list, cache_dir: Path | None) -> dict[str, dict[str, float]]:
         rows: dict[str, dict[str, float]] = {}
-        for es in ctx.of_type(ArithmeticSet):
-            if not es.record.triplets or es.image_emb.shape[0] < 2:
+        for record in records:
+            if not record.triplets or len(record.images) < 2:  # one embedding row per image
                 continue
-            for row, hits in cached_arithmetic_rows(es.record, ctx.cache_dir).items():
+            for row, hits in cached_arithmetic_rows(record, cache_dir).items():
                 for lam in self.lambdas:
                     for hit, value in hits.items():
-                        rows.setdefault(row, {})[f"{safe_key(es.record.name)}.{number_key('lambda', lam)}.{hit}"] = value
+                        rows.setdefault(row, {})[f"{safe_key(record.name)}.{number_key('lambda', lam)}.{hit}"] = value
         return rows

@@ -8,6 +8,7 @@ CUDA and trains its own torch head, so it is not used.)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -118,18 +119,26 @@ class LinearProbe:
         """Chance, the blind oracle, the same probe on raw pixels and, for sets that declare them, on
         their binding-free features, per set (see ``references``; the job-independent values are
         kept in ``ctx.cache_dir`` when the runner gives one)."""
+        return self._rows([es.record for es in ctx.of_type(ClassificationSet)], ctx.cache_dir)
+
+    def prepare(self, records: list, cache_dir: Path) -> None:
+        """Compute the reference rows' job-independent values into ``cache_dir`` before any job
+        needs them (the executors call it once per world, on the jobs' threads)."""
+        self._rows([r for r in records if isinstance(r, ClassificationSet)], cache_dir)
+
+    def _rows(self, records: list, cache_dir: Path | None) -> dict[str, dict[str, float]]:
         rows: dict[str, dict[str, float]] = {}
-        for es in ctx.of_type(ClassificationSet):
-            labels = np.asarray(es.record.labels)
+        for record in records:
+            labels = np.asarray(record.labels)
             if len(labels) < 2 or len(np.unique(labels)) < 2:
                 continue
-            values = classification_rows(es.record, ctx.cache_dir)
-            values[PIXELS] = self._pixel_probe(es.record, labels, ctx.cache_dir)
-            free = self._binding_free_probe(es.record, labels, ctx.cache_dir)
+            values = classification_rows(record, cache_dir)
+            values[PIXELS] = self._pixel_probe(record, labels, cache_dir)
+            free = self._binding_free_probe(record, labels, cache_dir)
             if free is not None:
                 values[BINDING_FREE] = free
             for row, value in values.items():
-                rows.setdefault(row, {})[f"{safe_key(es.record.name)}.accuracy"] = value
+                rows.setdefault(row, {})[f"{safe_key(record.name)}.accuracy"] = value
         return rows
 
     def _pixel_probe(self, record, labels: np.ndarray, cache_dir=None, seed: int = 0) -> float:

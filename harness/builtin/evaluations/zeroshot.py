@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -127,10 +128,18 @@ class ZeroShotClassification:
     def reference_rows(self, ctx: EvalContext) -> dict[str, dict[str, float]]:
         """Chance and the blind oracle of each set's top-1 and of ``mean_top1`` (see ``references``)."""
         records = [es.record for es in ctx.of_type(ClassificationSet)]
-        per_set = {safe_key(r.name): classification_rows(r, ctx.cache_dir) for r in records}
+        per_set = self._per_set(records, ctx.cache_dir)
         rows: dict[str, dict[str, float]] = {}
         for name, values in per_set.items():
             for row, value in values.items():
                 rows.setdefault(row, {})[f"{name}.top1"] = value
         add_mean(rows, per_set, [safe_key(r.name) for r in main_score_sets(records)], MEAN)
         return rows
+
+    def prepare(self, records: list, cache_dir: Path) -> None:
+        """Compute the blind oracles into ``cache_dir`` before any job needs them (once per world)."""
+        self._per_set([r for r in records if isinstance(r, ClassificationSet)], cache_dir)
+
+    @staticmethod
+    def _per_set(records: list, cache_dir: Path | None) -> dict[str, dict[str, float]]:
+        return {safe_key(r.name): classification_rows(r, cache_dir) for r in records}
