@@ -327,7 +327,9 @@ def _expand(suite: Suite, registry, check_build: bool) -> Grid:
             train = suite.train_for(i)
         except pydantic.ValidationError as exc:
             raise HarnessError(format_validation_error(exc, "", prefix=f"objectives[{i}].train")[2:]) from None
-        check_scale(train, suite.resources, f"objectives[{i}].train" if "batch_size" in ref.train else "train")
+        if "batch_size" in ref.train or any("batch_size" not in enc.train for enc in suite.encoders):
+            # a config some job uses (when every encoder sets its own batch size, the cells are checked instead)
+            check_scale(train, suite.resources, f"objectives[{i}].train" if "batch_size" in ref.train else "train")
         objectives.append((i, spec, train))
     cell_train = _cell_train(suite)
     encoders = [_spec("encoder", r, f"encoders[{i}]", registry) for i, r in enumerate(suite.encoders)]

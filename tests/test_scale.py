@@ -333,6 +333,17 @@ def test_workers_must_divide_an_objectives_own_batch_size(write_suite):
         expand(load_suite(write_suite(text)))
 
 
+def test_workers_are_checked_against_the_batch_sizes_jobs_use_when_encoders_set_their_own(write_suite):
+    text = suite_text(resources=", workers_per_job: 2").replace("batch_size: 16", "batch_size: 9")
+    own = text.replace("params: {model: harness-tiny-vit}}", "params: {model: harness-tiny-vit}, train: {batch_size: 8}}")
+    assert {job.train["batch_size"] for job in expand(load_suite(write_suite(own)))} == {8}  # 9 is used by no job
+    with pytest.raises(HarnessError, match=r"2 workers cannot split train\.batch_size 9 evenly"):
+        expand(load_suite(write_suite(text, "plain.yaml")))  # without the encoder's own: refused as before
+    odd = own.replace("train: {batch_size: 8}", "train: {batch_size: 7}")
+    with pytest.raises(HarnessError, match=r"2 workers cannot split encoders\[0\]\.train\.batch_size 7 evenly"):
+        expand(load_suite(write_suite(odd, "odd.yaml")))
+
+
 def test_without_ray_train_a_suite_with_workers_exits_2_saying_what_to_install(write_suite, cli, monkeypatch):
     from harness import optional
 

@@ -3,7 +3,10 @@
 Each job runs in a worker process of a ``ProcessPoolExecutor`` (spawned, reused from job to job),
 pinned to the job's threads: the children start with ``harness.threads.thread_env`` (BLAS and
 OpenMP pools born at that size) and ``run_job`` pins torch and every loaded BLAS pool. A job's
-numbers are the same as when it runs alone: same record, same threads, same seeds.
+numbers are the same as when it runs alone: same record, same threads, same seeds. Each world that
+several jobs share is prepared once (``runner.prepare``: its reference values into the run's cache)
+in a worker of its own, submitted just before the world's first job, so that job trains while the
+references are computed instead of paying for them.
 
 The driver (this process) owns the store as in the one-at-a-time path: it claims each job's lock,
 hands the worker a fresh temporary directory, commits it when the worker returns, and records the
