@@ -12,6 +12,7 @@ Only the user's own Ctrl-C or SIGTERM stops the run (``harness.interrupts``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -38,6 +39,8 @@ from harness.threads import job_threads, pinned
 from harness.training import TrainState, train
 from harness.training.checkpoint import Checkpointing, CheckpointWarning, ResumeFailed
 from harness.types import EvalContext, MetricInfo, Skip
+
+PREPARE_LOG = "prepare.log.jsonl"  # in the run's cache: the library warnings of the worlds' preparations
 
 TRAIN_METRICS = {
     "final_loss": MetricInfo("final train loss", "train", None),
@@ -251,23 +254,30 @@ def prepare(job: Job, cache_dir: str | Path) -> float | None:
     a second worker trains while the references are computed. The same functions and cache keys as
     a job's own ``reference_rows``: no number changes. Best effort: whatever fails here (a bad
     dataset, a plugin's error) is left for the job itself to meet and record; returns the seconds
-    spent, or None when nothing was prepared."""
+    spent, or None when nothing was prepared. Library warnings go to ``<cache_dir>/prepare.log.jsonl``.
+    In a pool a preparation runs in a job worker: a dataset that kills its process there breaks the
+    pool as that world's job would (the jobs in flight run again alone, ``env.attempts`` 2)."""
     t0 = time.perf_counter()
-    try:
-        with pinned(job_threads(job.resources, workers_of(job.resources))), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the job that reads a value does not log its warnings either
-            evaluations = [create_plugin("evaluation", spec) for spec in job.evaluations]
-            hooks = [e.prepare for e in evaluations if callable(getattr(e, "prepare", None))]
-            if not hooks:
-                return None
-            records = eval_sets_of(create_plugin("dataset", job.dataset), job)
-            for hook in hooks:
-                hook(records, Path(cache_dir))
-    except BaseException as exc:  # noqa: BLE001 - the job meets the same error and records it
-        if interrupts.is_user_stop(exc):
-            raise
-        return None
-    return time.perf_counter() - t0
+    hooks: list = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with pinned(job_threads(job.resources, workers_of(job.resources))):
+                evaluations = [create_plugin("evaluation", spec) for spec in job.evaluations]
+                hooks = [e.prepare for e in evaluations if callable(getattr(e, "prepare", None))]
+                if hooks:
+                    records = eval_sets_of(create_plugin("dataset", job.dataset), job)
+                    for hook in hooks:
+                        hook(records, Path(cache_dir))
+        except BaseException as exc:  # noqa: BLE001 - the job meets the same error and records it
+            if interrupts.is_user_stop(exc):
+                raise
+            hooks = []
+    if caught:  # a reference probe that did not converge: said where the job's own log cannot say it
+        with contextlib.suppress(OSError):
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            _log_warnings(caught, Path(cache_dir) / PREPARE_LOG)
+    return time.perf_counter() - t0 if hooks else None
 
 
 def phase_reporter(progress: Callable[[TrainState], None] | None, steps: int) -> Callable[[str], None]:

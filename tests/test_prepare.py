@@ -4,6 +4,7 @@ by each executor of this machine, once per world that several jobs share, never 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -29,11 +30,12 @@ def toy_jobs(seeds=(0, 1, 2), datasets=None, evaluation="toy_prepared", steps=4,
     return expand(parse_suite(data))
 
 
-def notes(cache) -> list[tuple[str, float]]:
+def notes(cache, pids: bool = False) -> list[tuple]:
     path = cache / "toy-prepare.log"
     if not path.exists():
         return []
-    return [(what, float(t)) for what, _, t in (line.split() for line in path.read_text().splitlines())]
+    rows = [(what, int(pid), float(t)) for what, pid, t in (line.split() for line in path.read_text().splitlines())]
+    return rows if pids else [(what, t) for what, _, t in rows]
 
 
 def test_jobs_of_one_world_share_its_key_and_other_worlds_do_not(toy):
@@ -59,6 +61,21 @@ def test_prepare_calls_the_hook_with_the_jobs_sets_and_is_best_effort(toy, tmp_p
     assert prepare(toy_jobs(seeds=(0,), evaluation="toy_meancos")[0], tmp_path / "none") is None  # no hook
     broken = toy_jobs(seeds=(0,), datasets=[{"name": "toy", "params": {"fail": True}}])[0]
     assert prepare(broken, tmp_path / "broken") is None  # the job itself meets the error and records it
+
+
+def test_a_preparations_library_warnings_are_logged_in_the_cache(toy, tmp_path, monkeypatch):
+    import json
+    import warnings
+
+    from harness.runner import PREPARE_LOG, prepare
+
+    job = toy_jobs(seeds=(0,))[0]
+    import harness_testplugins as plugins
+
+    monkeypatch.setattr(plugins.PreparedMeanCos, "prepare", lambda self, records, cache: warnings.warn("did not converge"))
+    assert prepare(job, tmp_path) is not None
+    (record,) = [json.loads(line) for line in (tmp_path / PREPARE_LOG).read_text().splitlines()]
+    assert record["warning"] == "did not converge" and record["count"] == 1
 
 
 def test_one_at_a_time_prepares_each_shared_world_once_before_its_first_job(toy, tmp_path):
@@ -93,10 +110,11 @@ def test_the_pool_prepares_a_world_in_a_worker_while_another_trains(toy, tmp_pat
     summary, done = Summary(), []
     JobPool(store, 2, 1, summary, lambda job, result: done.append(result["status"])).run(plan(store, jobs, False, False, summary))
     assert done == ["ok"] * 3
-    seen = notes(store.dir / ".cache")
-    assert [w for w, _ in seen].count("prepare") == 1
-    prepared = next(t for w, t in seen if w == "prepare")
-    assert all(t > prepared for w, t in seen if w == "evaluate")  # ready before any job evaluated
+    seen = notes(store.dir / ".cache", pids=True)
+    assert [w for w, _, _ in seen].count("prepare") == 1
+    (_, pid, prepared), = [row for row in seen if row[0] == "prepare"]
+    assert pid != os.getpid()  # in a worker of the pool, not in the driver
+    assert all(t > prepared for w, _, t in seen if w == "evaluate")  # ready before any job evaluated
 
 
 def test_a_builtin_evaluation_prepares_what_its_reference_rows_then_read(tmp_path, monkeypatch):
