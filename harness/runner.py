@@ -238,13 +238,28 @@ def world_key(job: Job) -> str:
 
 
 def shared_worlds(jobs: list[Job]) -> set[str]:
-    """The ``world_key``s that two or more of ``jobs`` share: an executor prepares each of them once,
-    just before it starts the first of their jobs."""
+    """The ``world_key``s that two or more of ``jobs`` share and whose evaluations have something to
+    prepare (one of them declares ``prepare``): an executor prepares each of them once, just before
+    it starts the first of their jobs. Worlds with nothing to prepare take no worker slot."""
     counts: dict[str, int] = {}
+    sample: dict[str, Job] = {}
     for job in jobs:
         key = world_key(job)
         counts[key] = counts.get(key, 0) + 1
-    return {key for key, n in counts.items() if n > 1}
+        sample.setdefault(key, job)
+    return {key for key, n in counts.items() if n > 1 and _prepares(sample[key])}
+
+
+def _prepares(job: Job) -> bool:
+    """Whether one of ``job``'s evaluations declares ``prepare`` (built here; they are light objects,
+    and one that cannot be built prepares nothing: its job records the error)."""
+    for spec in job.evaluations:
+        try:
+            if callable(getattr(create_plugin("evaluation", spec), "prepare", None)):
+                return True
+        except Exception:  # noqa: BLE001 - the job meets the same error and records it
+            continue
+    return False
 
 
 def prepare(job: Job, cache_dir: str | Path) -> float | None:

@@ -48,6 +48,7 @@ def test_jobs_of_one_world_share_its_key_and_other_worlds_do_not(toy):
     assert shared_worlds(toy_jobs(seeds=(0,))) == set()  # one job: nothing to share
     other_eval = toy_jobs(seeds=(0,), evaluation="toy_meancos")
     assert world_key(other_eval[0]) != world_key(one[0])  # the evaluations are part of the world
+    assert shared_worlds(toy_jobs(seeds=(0, 1, 2), evaluation="toy_meancos")) == set()  # nothing to prepare
     threads = dataclasses.replace(one[0], resources={"cpus_per_job": 2})
     assert world_key(threads) != world_key(one[0]) or harness.threads.cpu_count() < 2  # a probe's key has threads
 
