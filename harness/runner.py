@@ -250,16 +250,19 @@ def shared_worlds(jobs: list[Job]) -> set[str]:
     return {key for key, n in counts.items() if n > 1 and _prepares(sample[key])}
 
 
+def _prepare_hooks(job: Job) -> list[Callable[[list, Path], None]]:
+    """The ``prepare`` methods of ``job``'s evaluations that declare one (evaluations are light to build)."""
+    evaluations = [create_plugin("evaluation", spec) for spec in job.evaluations]
+    return [e.prepare for e in evaluations if callable(getattr(e, "prepare", None))]
+
+
 def _prepares(job: Job) -> bool:
-    """Whether one of ``job``'s evaluations declares ``prepare`` (built here; they are light objects,
-    and one that cannot be built prepares nothing: its job records the error)."""
-    for spec in job.evaluations:
-        try:
-            if callable(getattr(create_plugin("evaluation", spec), "prepare", None)):
-                return True
-        except Exception:  # noqa: BLE001 - the job meets the same error and records it
-            continue
-    return False
+    """Whether one of ``job``'s evaluations declares ``prepare`` (one that cannot be built prepares
+    nothing: its job records the error)."""
+    try:
+        return bool(_prepare_hooks(job))
+    except Exception:  # noqa: BLE001 - the job meets the same error and records it
+        return False
 
 
 def prepare(job: Job, cache_dir: str | Path) -> float | None:
@@ -278,8 +281,7 @@ def prepare(job: Job, cache_dir: str | Path) -> float | None:
         warnings.simplefilter("always")
         try:
             with pinned(job_threads(job.resources, workers_of(job.resources))):
-                evaluations = [create_plugin("evaluation", spec) for spec in job.evaluations]
-                hooks = [e.prepare for e in evaluations if callable(getattr(e, "prepare", None))]
+                hooks = _prepare_hooks(job)
                 if hooks:
                     records = eval_sets_of(create_plugin("dataset", job.dataset), job)
                     for hook in hooks:

@@ -59,8 +59,8 @@ def run_local(store: Store, jobs: list[Job], summary: Summary, at_once: int = 1)
                     bar.set_postfix(loss=f"{state.loss:.3f}", sps=f"{state.samples_per_s:.0f}", refresh=False)
 
                 try:
-                    if ahead and workers_of(job.resources) == 1 and world_key(job) in ahead:
-                        ahead.discard(world_key(job))
+                    if ahead and workers_of(job.resources) == 1 and (key := world_key(job)) in ahead:
+                        ahead.discard(key)
                         job_bar.set_description(f"{printable(job.objective.display)[:24]}: references"[:60])
                         prepare(job, store.dir / ".cache")
                     if workers_of(job.resources) > 1:
