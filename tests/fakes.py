@@ -77,17 +77,18 @@ SOURCE = textwrap.dedent(
 
 
     class MarkedDataset(ToyDataset):
-        """ToyDataset that appends its process id and Ray node (if any) to ``marker`` when built (test only)."""
+        """ToyDataset that appends a line ``pid node job_seed`` to ``marker`` when built: its process id,
+        its Ray node (``-`` outside Ray) and the torch seed the runner set for its job (test only)."""
 
         def __init__(self, marker: str = "", seed: int = 0, n: int = 256, sleep: float = 0.0):
             import os
             import sys
 
-            node = ""
+            node = "-"
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():
                 node = sys.modules["ray"].get_runtime_context().get_node_id()
             with open(marker, "a") as f:
-                f.write(f"{os.getpid()} {node}\\n")
+                f.write(f"{os.getpid()} {node} {torch.initial_seed()}\\n")
             super().__init__(seed=seed, n=n, sleep=sleep)
 
 

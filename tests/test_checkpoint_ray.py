@@ -103,7 +103,7 @@ def run_and_strike(tmp_path: Path, name: str, strike) -> tuple[dict, list[list[s
                 pass
             time.sleep(0.01)
         if len(seen) >= 2:
-            pid, node = marker.read_text().split("\n")[0].split()
+            pid, node, _ = marker.read_text().split("\n")[0].split()
             strike(int(pid), node)
             struck.append(pid)
 
