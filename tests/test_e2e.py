@@ -56,11 +56,11 @@ def test_default_suite_has_the_required_rows():
     trained = [j for j in jobs if j.objective.display != "untrained"]
     assert {(j.encoder.params["model"], j.train["steps"]) for j in trained} == {("harness-tiny-cnn", 800),
                                                                                  ("harness-tiny-convvit", 600)}
-    # 10 world draws on the conv tower, the first 5 on the conv-stem ViT; headline shape, size, position
+    # 36 world draws on the conv tower, the first 5 on the conv-stem ViT; headline shape, size, position
     by_encoder = {}
     for j in jobs:
         by_encoder.setdefault(j.encoder.params["model"], set()).add((j.replicate, j.seed, j.dataset.params["seed"]))
-    assert by_encoder == {"harness-tiny-cnn": {(r, r, r) for r in range(10)},
+    assert by_encoder == {"harness-tiny-cnn": {(r, r, r) for r in range(36)},
                           "harness-tiny-convvit": {(r, r, r) for r in range(5)}}
     assert {tuple(j.dataset.params["headline"]) for j in jobs} == {("shape", "size", "position")}
     assert {j.dataset.params["composition"] for j in jobs} == {"balanced"} and {j.reference for j in jobs} == {"clip"}

@@ -17,7 +17,7 @@ PINNED = {
     "coco-finetune": (27, "0b6a23cf298e8221"),
     "digits": (15, "5ca13de0db348d3e"),
     "gap-tuned": (51, "c1cb9d0b402c94d8"),
-    "gap": (135, "02d55f835b20cc9d"),  # 800 steps (conv), 600 (ViT) since round 3
+    "gap": (369, "e0d6855ca76580e3"),  # 800 steps (conv), 600 (ViT) since round 3; 36 conv replicates
     "paper-dims": (45, "f5cbf155bac9c444"),
     "same-modality": (80, "bfc5f5c6b8dff59a"),  # the 16 unconfounded arms since round 3
     "gap-batch": (45, "555a290ba114245a"),
